@@ -1,0 +1,15 @@
+"""sam_core: a self-contained Segment Anything (SAM ViT-H/L/B and MobileSAM ViT-T).
+
+Knows nothing of personalization. Entry points: :func:`build_sam` and :class:`SamEngine`.
+"""
+from .build import (MODEL_CONFIGS, MODEL_TYPES, CheckpointError, TinyViTConfig, ViTConfig,
+                    build_sam, build_sam_model, infer_config, read_state_dict, resolve_device)
+from .engine import Decoded, ImageEmbedding, SamEngine
+from .image_io import ImageReadError, load_image
+from .sam import Sam
+
+__all__ = [
+    "MODEL_CONFIGS", "MODEL_TYPES", "CheckpointError", "TinyViTConfig", "ViTConfig", "build_sam",
+    "build_sam_model", "infer_config", "read_state_dict", "resolve_device", "Decoded",
+    "ImageEmbedding", "SamEngine", "ImageReadError", "load_image", "Sam",
+]

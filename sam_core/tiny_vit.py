@@ -1,0 +1,273 @@
+"""MobileSAM's TinyViT image encoder (``vit_t``).
+
+Input (B, 3, 1024, 1024) normalized and padded images; output (B, 256, 64, 64).
+Four stages: a convolutional (MBConv) stage at 1/4 resolution, then three stages of
+windowed attention with a learned relative-position bias. Parameter names follow the
+MobileSAM release (``mobile_sam.pt``) so it loads strictly, including the unused
+ImageNet classification head (``norm_head``, ``head``).
+"""
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import LayerNorm2d
+
+
+class Conv2d_BN(nn.Sequential):  # noqa: N801 - the released checkpoints use this name
+    """Convolution without bias followed by BatchNorm (keys ``c.*`` and ``bn.*``)."""
+
+    def __init__(self, in_chans: int, out_chans: int, kernel_size: int = 1, stride: int = 1,
+                 padding: int = 0, groups: int = 1) -> None:
+        super().__init__()
+        self.add_module("c", nn.Conv2d(in_chans, out_chans, kernel_size, stride, padding,
+                                       groups=groups, bias=False))
+        self.add_module("bn", nn.BatchNorm2d(out_chans))
+
+
+class PatchEmbed(nn.Module):
+    """Two stride-2 3x3 convolutions: (B, 3, H, W) -> (B, C, H/4, W/4)."""
+
+    def __init__(self, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.seq = nn.Sequential(
+            Conv2d_BN(in_chans, embed_dim // 2, 3, 2, 1),
+            nn.GELU(),
+            Conv2d_BN(embed_dim // 2, embed_dim, 3, 2, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.seq(x)
+
+
+class MBConv(nn.Module):
+    """Inverted residual block (expand 1x1, depthwise 3x3, project 1x1) on (B, C, H, W)."""
+
+    def __init__(self, chans: int, expand_ratio: float) -> None:
+        super().__init__()
+        hidden = int(chans * expand_ratio)
+        self.conv1 = Conv2d_BN(chans, hidden, 1)
+        self.act1 = nn.GELU()
+        self.conv2 = Conv2d_BN(hidden, hidden, 3, 1, 1, groups=hidden)
+        self.act2 = nn.GELU()
+        self.conv3 = Conv2d_BN(hidden, chans, 1)
+        self.act3 = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act1(self.conv1(x))
+        y = self.act2(self.conv2(y))
+        y = self.conv3(y)
+        return self.act3(y + x)
+
+
+class PatchMerging(nn.Module):
+    """Downsampling between stages: (B, C, H, W) or (B, H*W, C) -> (B, H'*W', C_out).
+
+    ``stride`` is 1 for the merge into the last stage, which keeps the 64x64 grid SAM's
+    decoder needs.
+    """
+
+    def __init__(self, input_resolution: tuple[int, int], dim: int, out_dim: int, stride: int) -> None:
+        super().__init__()
+        self.input_resolution = input_resolution
+        self.act = nn.GELU()
+        self.conv1 = Conv2d_BN(dim, out_dim, 1, 1, 0)
+        self.conv2 = Conv2d_BN(out_dim, out_dim, 3, stride, 1, groups=out_dim)
+        self.conv3 = Conv2d_BN(out_dim, out_dim, 1, 1, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 3:
+            height, width = self.input_resolution
+            x = x.view(x.shape[0], height, width, -1).permute(0, 3, 1, 2)
+        x = self.act(self.conv1(x))
+        x = self.act(self.conv2(x))
+        x = self.conv3(x)
+        return x.flatten(2).transpose(1, 2)
+
+
+class ConvLayer(nn.Module):
+    """Stage 0: MBConv blocks then a merge."""
+
+    def __init__(self, dim: int, input_resolution: tuple[int, int], depth: int, out_dim: int,
+                 expand_ratio: float, merge_stride: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(MBConv(dim, expand_ratio) for _ in range(depth))
+        self.downsample = PatchMerging(input_resolution, dim, out_dim, merge_stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.downsample(x)
+
+
+class Mlp(nn.Module):
+    """LayerNorm then two linear layers: (..., C) -> (..., C)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(self.norm(x))))
+
+
+class Attention(nn.Module):
+    """Window attention with a learned bias per head and per (|dy|, |dx|) offset.
+
+    Input/output (B, N, C) with N = window*window tokens.
+    """
+
+    def __init__(self, dim: int, num_heads: int, resolution: tuple[int, int]) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.key_dim = dim // num_heads
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        points = list(itertools.product(range(resolution[0]), range(resolution[1])))
+        offset_ids: dict[tuple[int, int], int] = {}
+        index = [
+            offset_ids.setdefault((abs(p[0] - q[0]), abs(p[1] - q[1])), len(offset_ids))
+            for p in points
+            for q in points
+        ]
+        self.attention_biases = nn.Parameter(torch.zeros(num_heads, len(offset_ids)))
+        self.register_buffer(
+            "attention_bias_idxs", torch.tensor(index, dtype=torch.long).view(len(points), len(points)),
+            persistent=False,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, _ = x.shape
+        x = self.norm(x)
+        # The released layout interleaves q, k, v per head: (B, N, heads, 3 * key_dim).
+        q, k, v = self.qkv(x).view(batch, tokens, self.num_heads, -1).split(self.key_dim, dim=3)
+        q, k, v = (t.permute(0, 2, 1, 3) for t in (q, k, v))
+        # Gathered at each call (cheap) rather than cached, so a freshly loaded
+        # checkpoint is always what is used.
+        bias = self.attention_biases[:, self.attention_bias_idxs].unsqueeze(0)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.contiguous())
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, -1))
+
+
+class TinyViTBlock(nn.Module):
+    """Window attention, depthwise 3x3 'local' convolution, MLP; on (B, H*W, C)."""
+
+    def __init__(self, dim: int, input_resolution: tuple[int, int], num_heads: int,
+                 window_size: int, mlp_ratio: float, local_conv_size: int) -> None:
+        super().__init__()
+        self.input_resolution = input_resolution
+        self.window_size = window_size
+        self.attn = Attention(dim, num_heads, (window_size, window_size))
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.local_conv = Conv2d_BN(dim, dim, local_conv_size, 1, local_conv_size // 2, groups=dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = self.input_resolution
+        batch, tokens, chans = x.shape
+        window = self.window_size
+        shortcut = x
+        if height == window and width == window:
+            x = self.attn(x)
+        else:
+            x = x.view(batch, height, width, chans)
+            pad_b = (window - height % window) % window
+            pad_r = (window - width % window) % window
+            if pad_b or pad_r:
+                x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+            padded_h, padded_w = height + pad_b, width + pad_r
+            rows, cols = padded_h // window, padded_w // window
+            x = x.view(batch, rows, window, cols, window, chans).transpose(2, 3)
+            x = self.attn(x.reshape(batch * rows * cols, window * window, chans))
+            x = x.view(batch, rows, cols, window, window, chans).transpose(2, 3)
+            x = x.reshape(batch, padded_h, padded_w, chans)[:, :height, :width]
+            x = x.reshape(batch, tokens, chans)
+        x = shortcut + x
+        x = x.transpose(1, 2).reshape(batch, chans, height, width)
+        x = self.local_conv(x)
+        x = x.view(batch, chans, tokens).transpose(1, 2)
+        return x + self.mlp(x)
+
+
+class BasicLayer(nn.Module):
+    """Stages 1-3: TinyViT blocks, then a merge (except in the last stage)."""
+
+    def __init__(self, dim: int, input_resolution: tuple[int, int], depth: int, num_heads: int,
+                 window_size: int, mlp_ratio: float, local_conv_size: int,
+                 out_dim: int | None, merge_stride: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            TinyViTBlock(dim, input_resolution, num_heads, window_size, mlp_ratio, local_conv_size)
+            for _ in range(depth)
+        )
+        self.downsample = (
+            PatchMerging(input_resolution, dim, out_dim, merge_stride) if out_dim is not None else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x if self.downsample is None else self.downsample(x)
+
+
+class TinyViT(nn.Module):
+    """MobileSAM encoder: (B, 3, img_size, img_size) -> (B, 256, img_size/16, img_size/16)."""
+
+    def __init__(
+        self,
+        img_size: int = 1024,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        embed_dims: tuple[int, ...] = (64, 128, 160, 320),
+        depths: tuple[int, ...] = (2, 2, 6, 2),
+        num_heads: tuple[int, ...] = (2, 4, 5, 10),
+        window_sizes: tuple[int, ...] = (7, 7, 14, 7),
+        mlp_ratio: float = 4.0,
+        mbconv_expand_ratio: float = 4.0,
+        local_conv_size: int = 3,
+        out_chans: int = 256,
+    ) -> None:
+        super().__init__()
+        self.img_size = img_size
+        self.patch_embed = PatchEmbed(in_chans, embed_dims[0])
+        base = img_size // 4
+        # Stage i works at base / 2**i, except that the last merge keeps the resolution.
+        resolutions = [base // 2 ** min(i, len(depths) - 2) for i in range(len(depths))]
+        self.grid = resolutions[-1]
+        self.layers = nn.ModuleList()
+        for i, depth in enumerate(depths):
+            res = (resolutions[i], resolutions[i])
+            last = i == len(depths) - 1
+            out_dim = None if last else embed_dims[i + 1]
+            merge_stride = 1 if i == len(depths) - 2 else 2
+            if i == 0:
+                layer: nn.Module = ConvLayer(embed_dims[0], res, depth, embed_dims[1],
+                                             mbconv_expand_ratio, merge_stride)
+            else:
+                layer = BasicLayer(embed_dims[i], res, depth, num_heads[i], window_sizes[i],
+                                   mlp_ratio, local_conv_size, out_dim, merge_stride)
+            self.layers.append(layer)
+        # Classification head of the ImageNet pre-training: unused, kept so the
+        # released checkpoint loads with strict=True.
+        self.norm_head = nn.LayerNorm(embed_dims[-1])
+        self.head = nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.neck = nn.Sequential(
+            nn.Conv2d(embed_dims[-1], out_chans, kernel_size=1, bias=False),
+            LayerNorm2d(out_chans),
+            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        for layer in self.layers:
+            x = layer(x)
+        batch, _, chans = x.shape
+        x = x.view(batch, self.grid, self.grid, chans).permute(0, 3, 1, 2)
+        return self.neck(x)
