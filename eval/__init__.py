@@ -1,0 +1,67 @@
+"""Evaluation for persam (installed as ``persam_eval``).
+
+* Metrics with the exact definitions of the official DAVIS-2017 toolkit:
+  :func:`iou` (J), :func:`boundary_f` (F), :func:`db_statistics` (Mean/Recall/Decay).
+* PerSeg: :func:`evaluate_perseg` (files) and :func:`perseg_scores` (in-memory counts),
+  with the definitions of PerSAM's ``eval_miou.py``.
+* DAVIS-2017 semi-supervised: :func:`evaluate_davis` (files, writes the toolkit's CSVs)
+  and :func:`score_sequence` (arrays).
+"""
+from ._files import write_json_atomic, write_text_atomic
+from .davis import (
+    GLOBAL_COLUMNS,
+    PER_SEQUENCE_COLUMNS,
+    DavisScores,
+    ObjectScores,
+    evaluate_davis,
+    global_csv_name,
+    per_sequence_csv_name,
+    read_result_label_maps,
+    score_sequence,
+)
+from .errors import PredictionError
+from .metrics import (
+    DEFAULT_BOUND_TH,
+    boundary_f,
+    boundary_tolerance_px,
+    db_statistics,
+    disk,
+    iou,
+    seg_to_boundary,
+)
+from .perseg import (
+    ImageCounts,
+    ObjectScore,
+    PerSegScores,
+    evaluate_perseg,
+    image_counts,
+    perseg_scores,
+)
+
+__all__ = [
+    "PredictionError",
+    "DEFAULT_BOUND_TH",
+    "iou",
+    "boundary_f",
+    "boundary_tolerance_px",
+    "seg_to_boundary",
+    "disk",
+    "db_statistics",
+    "ImageCounts",
+    "ObjectScore",
+    "PerSegScores",
+    "image_counts",
+    "perseg_scores",
+    "evaluate_perseg",
+    "ObjectScores",
+    "DavisScores",
+    "GLOBAL_COLUMNS",
+    "PER_SEQUENCE_COLUMNS",
+    "score_sequence",
+    "read_result_label_maps",
+    "evaluate_davis",
+    "global_csv_name",
+    "per_sequence_csv_name",
+    "write_text_atomic",
+    "write_json_atomic",
+]

@@ -1,0 +1,73 @@
+"""``persam eval perseg|davis``: score saved predictions with the public protocols."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``eval`` with its ``perseg`` and ``davis`` sub-commands to the persam parser."""
+    parser = subparsers.add_parser(
+        "eval",
+        help="score saved masks on PerSeg (mIoU) or DAVIS-2017 (J&F)",
+        description="Score saved predictions with the PerSeg (eval_miou.py) or DAVIS-2017 "
+        "(davis2017-evaluation) protocol.",
+    )
+    targets = parser.add_subparsers(dest="eval_target", metavar="BENCHMARK", required=True)
+
+    perseg = targets.add_parser(
+        "perseg",
+        help="mIoU / mAcc of masks PRED/<object>/NN.png against a PerSeg folder",
+        description="Per-object IoU = sum of intersections / sum of unions over the test images "
+        "(reference excluded); mIoU = mean over objects, in percent.",
+    )
+    perseg.add_argument("--pred", required=True, type=Path, metavar="DIR",
+                        help="predicted masks, DIR/<object>/NN.png (any nonzero pixel = object)")
+    perseg.add_argument("--gt", required=True, type=Path, metavar="DIR",
+                        help="PerSeg folder with Images/ and Annotations/")
+    perseg.add_argument("--ref-idx", default="00", metavar="NN",
+                        help="index of each object's reference image, not scored (default: 00)")
+    perseg.add_argument("--json", type=Path, metavar="FILE", help="also write the scores as JSON")
+    perseg.set_defaults(func=run_perseg)
+
+    davis = targets.add_parser(
+        "davis",
+        help="J&F of label maps RESULTS/<sequence>/<frame>.png on DAVIS-2017",
+        description="Semi-supervised DAVIS-2017 evaluation as the official toolkit does it; writes "
+        "global_results-<set>.csv and per-sequence_results-<set>.csv into the results folder.",
+    )
+    davis.add_argument("--results", required=True, type=Path, metavar="DIR",
+                       help="results, DIR/<sequence>/<frame>.png palette label maps")
+    davis.add_argument("--davis", required=True, type=Path, metavar="DIR",
+                       help="DAVIS-2017 folder with JPEGImages/, Annotations/ and ImageSets/")
+    davis.add_argument("--set", default="val", dest="split", metavar="SET",
+                       help="split listed in ImageSets/2017/SET.txt (default: val)")
+    davis.add_argument("--json", type=Path, metavar="FILE", help="also write the scores as JSON")
+    davis.set_defaults(func=run_davis)
+
+
+def run_perseg(args: argparse.Namespace) -> int:
+    from persam_eval import evaluate_perseg, write_json_atomic
+
+    scores = evaluate_perseg(args.pred, args.gt, ref_idx=args.ref_idx, progress=True)
+    print(scores.format_table())
+    if args.json is not None:
+        write_json_atomic(args.json, scores.to_dict())
+        print(f"Scores saved in {args.json}")
+    return 0
+
+
+def run_davis(args: argparse.Namespace) -> int:
+    from persam_eval import evaluate_davis, global_csv_name, per_sequence_csv_name, write_json_atomic
+
+    scores = evaluate_davis(args.results, args.davis, split=args.split, write_csv=True, progress=True)
+    print(scores.format_table())
+    print()
+    print(f"Global results saved in {args.results / global_csv_name(args.split)}")
+    print(f"Per-sequence results saved in {args.results / per_sequence_csv_name(args.split)}")
+    if args.json is not None:
+        write_json_atomic(args.json, scores.to_dict())
+        print(f"Scores saved in {args.json}")
+    return 0
