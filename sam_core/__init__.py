@@ -4,12 +4,12 @@ Knows nothing of personalization. Entry points: :func:`build_sam` and :class:`Sa
 """
 from .build import (MODEL_CONFIGS, MODEL_TYPES, CheckpointError, TinyViTConfig, ViTConfig,
                     build_sam, build_sam_model, infer_config, read_state_dict, resolve_device)
-from .engine import Decoded, ImageEmbedding, SamEngine
+from .engine import Decoded, ImageEmbedding, SamEngine, model_fingerprint
 from .image_io import ImageReadError, load_image
 from .sam import Sam
 
 __all__ = [
     "MODEL_CONFIGS", "MODEL_TYPES", "CheckpointError", "TinyViTConfig", "ViTConfig", "build_sam",
     "build_sam_model", "infer_config", "read_state_dict", "resolve_device", "Decoded",
-    "ImageEmbedding", "SamEngine", "ImageReadError", "load_image", "Sam",
+    "ImageEmbedding", "SamEngine", "model_fingerprint", "ImageReadError", "load_image", "Sam",
 ]

@@ -149,3 +149,18 @@ class SamEngine:
         logits = low_res_logits.reshape(1, -1, *low_res_logits.shape[-2:])
         high = postprocess_masks(logits, embedding.input_size, embedding.original_size)[0]
         return high[0] if squeeze else high
+
+
+def model_fingerprint(sam: Sam) -> str:
+    """A short content hash of a model's weights (prompt encoder, mask decoder and encoder
+    neck: enough to tell checkpoints apart without hashing gigabytes)."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(sam.model_type.encode())
+    state = sam.state_dict()
+    for name in sorted(state):
+        if name.startswith(("prompt_encoder.", "mask_decoder.", "image_encoder.neck.")):
+            digest.update(name.encode())
+            digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -28,7 +28,7 @@ def resized_shape(original_size: tuple[int, int], long_side: int = IMAGE_SIZE) -
 def resize_uint8(array: np.ndarray, long_side: int = IMAGE_SIZE) -> np.ndarray:
     """Resize an (H, W) or (H, W, C) uint8 array with PIL bilinear (antialiased when shrinking)."""
     new_h, new_w = resized_shape(array.shape[:2], long_side)
-    return np.asarray(Image.fromarray(array).resize((new_w, new_h), Image.BILINEAR))
+    return np.array(Image.fromarray(array).resize((new_w, new_h), Image.BILINEAR))
 
 
 def normalize_and_pad(image: torch.Tensor, mean=PIXEL_MEAN, std=PIXEL_STD,

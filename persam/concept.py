@@ -1,0 +1,91 @@
+"""A learned concept: what PerSAM needs to find one object again, as a small file."""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+METHODS = ("persam", "persam-f")
+FORMAT_VERSION = 1
+
+
+class ConceptError(ValueError):
+    """A concept file that cannot be used, or a concept used with the wrong model."""
+
+
+@dataclass
+class Concept:
+    """What PerSAM learned from the reference image(s).
+
+    target_embedding: (256,) mean feature of the target cells (raw; PerSAM's semantic prompt).
+    target_feature: (256,) normalized feature used for the similarity map (mean for PerSAM,
+        (max + mean) / 2 for PerSAM-F).
+    mask_weights: (3,) PerSAM-F scale weights, None for PerSAM.
+    model_type / fingerprint: the SAM model the features come from.
+    """
+
+    method: str
+    target_embedding: torch.Tensor
+    target_feature: torch.Tensor
+    model_type: str
+    fingerprint: str
+    mask_weights: torch.Tensor | None = None
+    name: str = ""
+    num_references: int = 1
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConceptError(f"unknown method {self.method!r}; expected one of {', '.join(METHODS)}")
+        if self.method == "persam-f" and self.mask_weights is None:
+            raise ConceptError("a PerSAM-F concept needs mask_weights")
+
+    def to_dict(self) -> dict:
+        return {
+            "format_version": torch.tensor(FORMAT_VERSION),
+            "method": self.method,
+            "target_embedding": self.target_embedding.detach().cpu().float(),
+            "target_feature": self.target_feature.detach().cpu().float(),
+            "mask_weights": None if self.mask_weights is None else self.mask_weights.detach().cpu().float(),
+            "model_type": self.model_type,
+            "fingerprint": self.fingerprint,
+            "name": self.name,
+            "num_references": self.num_references,
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the concept (a few KiB) atomically: temp file, then rename."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                torch.save(self.to_dict(), stream)
+            os.replace(temp_name, path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Concept":
+        path = Path(path)
+        if not path.exists():
+            raise ConceptError(f"concept file {path} not found")
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ConceptError(f"{path} is not a persam concept file ({str(exc).splitlines()[0][:100]})") from exc
+        required = ("method", "target_embedding", "target_feature", "model_type", "fingerprint")
+        if not isinstance(data, dict) or any(key not in data for key in required):
+            raise ConceptError(f"{path} is not a persam concept file")
+        version = int(data.get("format_version", 0))
+        if version > FORMAT_VERSION:
+            raise ConceptError(f"{path} was written by a newer persam (format {version})")
+        return cls(method=data["method"], target_embedding=data["target_embedding"],
+                   target_feature=data["target_feature"], model_type=data["model_type"],
+                   fingerprint=data["fingerprint"], mask_weights=data.get("mask_weights"),
+                   name=data.get("name", ""), num_references=int(data.get("num_references", 1)))
