@@ -1,0 +1,56 @@
+"""Options and helpers shared by the sub-commands."""
+from __future__ import annotations
+
+import argparse
+import time
+from contextlib import contextmanager
+
+from sam_core import MODEL_TYPES, build_sam
+
+METHOD_CHOICES = ("persam", "persam-f")
+
+
+def add_model_args(parser: argparse.ArgumentParser, method: bool = True) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default="auto", choices=("auto",) + MODEL_TYPES,
+                       help="SAM variant (default: read from the checkpoint)")
+    group.add_argument("--checkpoint", required=True, metavar="CKPT",
+                       help="SAM checkpoint file (e.g. mobile_sam.pt, sam_vit_h_4b8939.pth)")
+    group.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    if method:
+        group.add_argument("--method", default="persam", choices=METHOD_CHOICES,
+                           help="persam: training-free; persam-f: fits two mask weights on the "
+                                "reference (default: persam)")
+
+
+def load_sam(args: argparse.Namespace):
+    """Build the SAM model named by --model/--checkpoint/--device."""
+    return build_sam(args.model, args.checkpoint, device=args.device)
+
+
+def make_persam(args: argparse.Namespace, sam=None):
+    """A PerSAM or PerSAMF instance for --method."""
+    from persam import PerSAM, PerSAMF
+
+    cls = PerSAMF if getattr(args, "method", "persam") == "persam-f" else PerSAM
+    return cls(sam if sam is not None else load_sam(args))
+
+
+class StageTimer:
+    """Accumulates wall-clock seconds per named stage."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+            self.counts[stage] = self.counts.get(stage, 0) + 1
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in self.seconds.items()}
