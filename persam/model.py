@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from contextlib import nullcontext
+from typing import Callable, ContextManager, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -62,6 +63,11 @@ class PerSAM:
         self.cache = EmbeddingCache(cache_size)
         self.fit_steps = fit_steps
         self.fingerprint = model_fingerprint(self.engine.sam)
+        # Optional ``timer(stage)`` context manager (e.g. ``StageTimer``) for benchmarks.
+        self.timer: Callable[[str], ContextManager] | None = None
+
+    def _stage(self, name: str) -> ContextManager:
+        return self.timer(name) if self.timer is not None else nullcontext()
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | os.PathLike, model_type: str = "auto",
@@ -79,7 +85,8 @@ class PerSAM:
         key = image_key(array)
         embedding = self.cache.get(key)
         if embedding is None:
-            embedding = self.engine.encode(array)
+            with self._stage("encode"):
+                embedding = self.engine.encode(array)
             self.cache.put(key, embedding)
         return array, embedding
 
@@ -126,7 +133,8 @@ class PerSAM:
             positive, _ = best_and_worst_points(similarity_map(embedding, target_feature))
             decoded = self.engine.decode(embedding, points=[positive], labels=[1], multimask=True)
             cached.append((decoded.high_res_logits.cpu(), torch.from_numpy(mask_array)))
-        return fit_mask_weights(cached, steps=self.fit_steps)
+        with self._stage("fit"):
+            return fit_mask_weights(cached, steps=self.fit_steps)
 
     # -- segmentation --------------------------------------------------------------------
     def check_concept(self, concept: Concept) -> None:
@@ -154,6 +162,7 @@ class PerSAM:
         return results
 
     def segment_embedding(self, embedding: ImageEmbedding, concept: Concept) -> Segmentation:
+        """Segment from an already computed embedding."""
         if concept.method == "persam-f":
             return self._segment_persam_f(embedding, concept)
         return self._segment_persam(embedding, concept)
@@ -174,11 +183,19 @@ class PerSAM:
     def _segment_persam(self, embedding: ImageEmbedding, concept: Concept) -> Segmentation:
         """SPEC 3.3-3.6: positive/negative prior, guided first decode, two refinements."""
         device = self.engine.device
-        sim = similarity_map(embedding, concept.target_feature.to(device))
-        positive, negative = best_and_worst_points(sim)
-        points, labels = np.array([positive, negative]), np.array([1, 0])
+        with self._stage("prior"):
+            sim = similarity_map(embedding, concept.target_feature.to(device))
+            positive, negative = best_and_worst_points(sim)
+            points, labels = np.array([positive, negative]), np.array([1, 0])
+            attn_sim = attention_guidance(sim)
+        with self._stage("decode"):
+            return self._persam_decode(embedding, concept, points, labels, attn_sim)
+
+    def _persam_decode(self, embedding: ImageEmbedding, concept: Concept, points: np.ndarray,
+                       labels: np.ndarray, attn_sim: torch.Tensor) -> Segmentation:
+        device = self.engine.device
         first = self.engine.decode(
-            embedding, points, labels, multimask=False, attn_sim=attention_guidance(sim),
+            embedding, points, labels, multimask=False, attn_sim=attn_sim,
             target_embedding=concept.target_embedding.to(device).reshape(1, 1, -1), high_res=False,
         )
 
@@ -190,9 +207,16 @@ class PerSAM:
     def _segment_persam_f(self, embedding: ImageEmbedding, concept: Concept) -> Segmentation:
         """SPEC 4: positive prior only, weighted multimask decode, two refinements with boxes."""
         device = self.engine.device
-        sim = similarity_map(embedding, concept.target_feature.to(device))
-        positive, _ = best_and_worst_points(sim)
-        points, labels = np.array([positive]), np.array([1])
+        with self._stage("prior"):
+            sim = similarity_map(embedding, concept.target_feature.to(device))
+            positive, _ = best_and_worst_points(sim)
+            points, labels = np.array([positive]), np.array([1])
+        with self._stage("decode"):
+            return self._persam_f_decode(embedding, concept, points, labels)
+
+    def _persam_f_decode(self, embedding: ImageEmbedding, concept: Concept, points: np.ndarray,
+                         labels: np.ndarray) -> Segmentation:
+        device = self.engine.device
         first = self.engine.decode(embedding, points, labels, multimask=True)
         weights = concept.mask_weights.to(device).float()
         # Weighted as in the reference code: each full-size map, then the sum.
