@@ -122,7 +122,8 @@ def read_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
                     f"for safety ({detail[:120]})"
                 ) from exc
             raise CheckpointError(f"{_describe(path)} is not a PyTorch checkpoint ({text[:120]})") from exc
-        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, io.UnsupportedOperation) as exc:
+        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError,
+                io.UnsupportedOperation) as exc:  # KeyError/IndexError: bad memo refs in garbage
             if head[:2] == b"PK":
                 raise CheckpointError(f"{_describe(path)} is truncated or corrupted ({str(exc)[:120]})") from exc
             if isinstance(exc, EOFError):
