@@ -11,8 +11,9 @@ from .concept import Concept, ConceptError
 from .masks import MaskError, load_mask
 from .model import PerSAM, PerSAMF, Segmentation, label_map, resolve_overlaps
 from .prior import EmptyTargetError
+from .video import Tracker
 
 __version__ = "0.1.0"
 
 __all__ = ["build_sam", "Concept", "ConceptError", "MaskError", "load_mask", "PerSAM", "PerSAMF",
-           "Segmentation", "label_map", "resolve_overlaps", "EmptyTargetError", "__version__"]
+           "Segmentation", "label_map", "resolve_overlaps", "EmptyTargetError", "Tracker", "__version__"]

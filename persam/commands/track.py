@@ -1,0 +1,260 @@
+"""``persam track``: follow the objects of a first-frame mask through a video.
+
+Frames come from a folder of images (sorted by name) or a video file (read with OpenCV).
+One palette PNG of object ids is written per frame into ``--out`` (named after the frame
+files, or 00000.png, 00001.png, ... for a video); ``--video FILE`` also writes an overlay
+video with each object in its palette colour.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from sam_core import load_image
+
+from ..io import list_images, save_label_png, voc_palette
+from ..masks import load_mask
+from ..overlay import draw_overlay
+from .common import add_model_args, load_sam
+
+VOID_ID = 255  # DAVIS: "void" pixels of a palette annotation, not an object
+DEFAULT_FPS = 24.0
+
+
+class FrameSource:
+    """The frames of a folder of images (sorted by name) or of a video file, read lazily.
+
+    ``names``: output file stems, one per frame (image stems, or 00000... for a video; for a
+    video the list is filled while iterating). ``first_frame()``: (H, W, 3) RGB uint8.
+    Opening checks that frames exist and the first one is readable.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.fps: float | None = None
+        if not self.path.exists():
+            raise FileNotFoundError(f"frames {self.path} not found (expected a folder of images or a video file)")
+        self.is_video = not self.path.is_dir()
+        if self.is_video:
+            capture = cv2.VideoCapture(str(self.path))
+            try:
+                if not capture.isOpened():
+                    raise ValueError(f"{self.path} is neither a folder nor a video OpenCV can open")
+                ok, frame = capture.read()
+                if not ok or frame is None:
+                    raise ValueError(f"video {self.path} has no readable frames")
+                fps = capture.get(cv2.CAP_PROP_FPS)
+                self.fps = float(fps) if fps and fps > 0 else None
+                self.count_hint = max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0) or None
+            finally:
+                capture.release()
+            self._first = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            self.paths: list[Path] = []
+        else:
+            self.paths = list_images(self.path)
+            if not self.paths:
+                raise FileNotFoundError(f"frames folder {self.path} contains no images")
+            repeated = [stem for stem, n in Counter(p.stem for p in self.paths).items() if n > 1]
+            if repeated:
+                raise ValueError(f"frames folder {self.path} has several images named {repeated[0]}.* "
+                                 "(outputs are named after the frame names)")
+            self.count_hint = len(self.paths)
+            self._first = load_image(self.paths[0])
+
+    @property
+    def first_name(self) -> str:
+        return self.paths[0].name if self.paths else f"{self.path.name} frame 0"
+
+    def first_frame(self) -> np.ndarray:
+        return self._first
+
+    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
+        """Yield (output stem, (H, W, 3) RGB uint8) per frame, in order."""
+        if not self.is_video:
+            for path in self.paths:
+                yield path.stem, load_image(path)
+            return
+        capture = cv2.VideoCapture(str(self.path))
+        try:
+            index = 0
+            while True:
+                ok, frame = capture.read()
+                if not ok or frame is None:
+                    break
+                yield f"{index:05d}", cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                index += 1
+        finally:
+            capture.release()
+
+
+def read_first_mask(path: str | os.PathLike, frame_size: tuple[int, int],
+                    frame_name: str = "the first frame") -> tuple[np.ndarray, list[int]]:
+    """Read the first-frame mask as ((H, W) uint8 object ids, 768-entry palette).
+
+    A palette PNG whose indices include ids other than 0 and 255 is a label map (index = object
+    id, 255 = DAVIS void, ignored) and keeps its palette. Any other image (0/255 PNG, a palette
+    PNG holding only 0 and 255, RGB) is ONE object, id 1, with the DAVIS palette.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"first-frame mask {path} not found")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            palette = image.getpalette() if image.mode in ("P", "PA") else None
+            indices = np.asarray(image)[..., 0] if image.mode == "PA" else (
+                np.asarray(image) if image.mode == "P" else None)
+    except UnidentifiedImageError:
+        raise ValueError(f"first-frame mask {path} is not an image") from None
+    except OSError as exc:
+        raise ValueError(f"first-frame mask {path} is unreadable or truncated ({exc})") from None
+    height, width = frame_size
+    if indices is not None and set(np.unique(indices).tolist()) - {0, VOID_ID}:
+        labels = np.where(indices == VOID_ID, 0, indices).astype(np.uint8)
+        palette = (list(palette) + [0] * 768)[:768]
+    else:
+        labels = load_mask(path, allow_empty=True).astype(np.uint8)
+        palette = voc_palette()
+    if labels.shape != (height, width):
+        raise ValueError(f"first-frame mask {path} is {labels.shape[1]}x{labels.shape[0]} (WxH) but "
+                         f"{frame_name} is {width}x{height}")
+    if not labels.any():
+        raise ValueError(f"first-frame mask {path} is empty (no object pixels)")
+    return labels, palette
+
+
+def palette_colours(palette: list[int]) -> np.ndarray:
+    """(256, 3) uint8 colours of a flat 768-entry palette."""
+    return np.array(palette[:768], dtype=np.uint8).reshape(256, 3)
+
+
+def overlay_frame(image: np.ndarray, labels: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """RGB (H, W, 3) uint8 with each object id tinted and outlined in its palette colour."""
+    ids = [int(i) for i in np.unique(labels) if i != 0]
+    return draw_overlay(image, [labels == i for i in ids],
+                        colours=[tuple(int(c) for c in colours[i]) for i in ids])
+
+
+class OverlayVideoWriter:
+    """An mp4v video written to a temp file beside ``path`` and renamed onto it by
+    :meth:`close`; :meth:`abort` deletes the temp file. Opened (and checked) at creation."""
+
+    def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        suffix = self.path.suffix or ".mp4"
+        handle, temp_name = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=suffix, dir=self.path.parent)
+        os.close(handle)
+        self.temp = Path(temp_name)
+        height, width = size
+        self.size = (height, width)
+        self.frames = 0
+        self._writer = cv2.VideoWriter(str(self.temp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        if not self._writer.isOpened():
+            self._writer.release()
+            self.temp.unlink(missing_ok=True)
+            raise ValueError(f"cannot write video {self.path} with the mp4v codec (use a .mp4 or .avi name)")
+
+    def write(self, rgb: np.ndarray) -> None:
+        self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        self.frames += 1
+
+    def close(self) -> Path:
+        self._writer.release()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.temp, 0o666 & ~umask)  # mkstemp made it 0600; give it open()'s mode
+        os.replace(self.temp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self._writer.release()
+        self.temp.unlink(missing_ok=True)
+
+
+def add_track_args(parser: argparse.ArgumentParser) -> None:
+    """The ``track`` options (shared with scripts/track_video.py)."""
+    add_model_args(parser)
+    parser.add_argument("--frames", required=True, metavar="DIR_OR_VIDEO",
+                        help="folder of frame images (sorted by name) or a video file")
+    parser.add_argument("--first-mask", required=True, metavar="PNG",
+                        help="mask of the first frame: a palette PNG of object ids (DAVIS style, "
+                             "255 = void) or a 0/255 PNG for one object")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="folder for one palette PNG of object ids per frame")
+    parser.add_argument("--video", metavar="FILE", help="also write an overlay video (mp4v) to FILE")
+    parser.add_argument("--fps", type=float, default=None,
+                        help=f"overlay video frame rate (default: the input video's, else {DEFAULT_FPS:g})")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "track", help="segment the objects of a first-frame mask in every frame of a video",
+        description="Personalized video object segmentation: the first frame's mask (one id per object) "
+                    "is the only supervision; writes a palette PNG of object ids per frame.")
+    add_track_args(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check inputs, load SAM, track every frame, write PNGs (and the overlay video)."""
+    from tqdm import tqdm
+
+    from ..video import Tracker
+
+    # Every input is checked before the model is loaded or anything is written.
+    source = FrameSource(args.frames)
+    first = source.first_frame()
+    size = (int(first.shape[0]), int(first.shape[1]))
+    labels, palette = read_first_mask(args.first_mask, size, frame_name=f"frame {source.first_name}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"output {out} exists and is not a folder")
+    if args.fps is not None and args.fps <= 0:
+        raise ValueError("--fps must be positive")
+
+    tracker = Tracker(load_sam(args), method=args.method)
+    out.mkdir(parents=True, exist_ok=True)
+    colours = palette_colours(palette)
+    writer = OverlayVideoWriter(args.video, args.fps or source.fps or DEFAULT_FPS, size) if args.video else None
+    written = 0
+    try:
+        bar = tqdm(total=source.count_hint, unit="frame", desc="track", disable=args.no_progress,
+                   file=sys.stderr, dynamic_ncols=True)
+        frames = iter(source)
+        with bar:
+            for index, (name, image) in enumerate(frames):
+                if tuple(image.shape[:2]) != size:
+                    raise ValueError(f"frame {name} of {source.path} is {image.shape[1]}x{image.shape[0]} "
+                                     f"(WxH) but the first frame is {size[1]}x{size[0]}")
+                if index == 0:
+                    tracker.start(image, labels)
+                    result = labels
+                else:
+                    result = tracker.step(image)
+                save_label_png(out / f"{name}.png", result, palette)
+                if writer is not None:
+                    writer.write(overlay_frame(image, result, colours))
+                written += 1
+                bar.update(1)
+        if writer is not None:
+            writer.close()
+            writer = None
+    finally:
+        if writer is not None:
+            writer.abort()
+    print(f"wrote {written} label maps ({len(tracker.objects)} objects: ids "
+          f"{', '.join(map(str, tracker.object_ids))}) to {out}"
+          + (f" and the overlay video {args.video}" if args.video else ""))
+    return 0

@@ -1,0 +1,444 @@
+"""Personalized multi-object video segmentation (SPEC section 6, DAVIS-2017 semi-supervised).
+
+The first frame and its label map (one id per object, 0 background) are the only supervision.
+Each object gets a target feature from frame 0; every later frame is encoded ONCE and each
+object is then found with prompts built from its similarity map and its box in the previous
+frame::
+
+    tracker = Tracker(build_sam("vit_t", "mobile_sam.pt"), method="persam")
+    for labels in tracker.track(frame_paths, first_label_map):   # first item: the given map
+        ...                                                        # (H, W) uint8 object ids
+
+Per object and frame (method "persam"):
+
+1. positives: the ``top_k`` (2) highest points of the full-size similarity map, plus the centre
+   of the object's previous box expanded by ``box_margin`` (10) px and clipped to the image;
+   the expanded box is the box prompt. No negative point (as in the paper's video code).
+2. decode, multimask on; keep the LARGEST of the three masks (pixel count at full size).
+3. refine as SPEC 3.6 steps 2-3: same points + that mask's low-res logits, multimask, best
+   score; then the same again plus the box of that mask. Result: full-size logits.
+
+Method "persam-f" fits PerSAM-F's two mask weights per object on frame 0 (decode frame 0 from
+the object's own positive prior, multimask, then :func:`persam.fit.fit_mask_weights`). On later
+frames step 2 uses the weighted sum of the three masks instead of the largest, and the first
+refinement already carries the box of that weighted mask (SPEC 4).
+
+The label map is the argmax over ``[0, logits_1, ..., logits_K]`` (background channel first, so
+a pixel no object claims with a positive logit stays 0; ties go to the lower id). The box each
+object uses on the next frame is the box of its pixels in that label map; an object absent
+from a label map keeps its last known box, and ids are never renumbered (ids may be
+non-contiguous, e.g. {1, 3}).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from sam_core import ImageEmbedding, Sam, SamEngine, load_image
+from sam_core.image_io import ImageLike
+from sam_core.transforms import IMAGE_SIZE, resized_shape
+
+from .fit import DEFAULT_STEPS, fit_mask_weights
+from .masks import mask_box
+from .prior import (MASK_FILL_VIDEO, mask_to_feature_grid, max_mean_embedding, normalized,
+                    similarity_map, target_cells)
+
+__all__ = ["Tracker", "VIDEO_METHODS", "DEFAULT_TOP_K", "DEFAULT_BOX_MARGIN", "object_ids",
+           "expand_box", "top_k_points", "largest_mask_index", "compose_label_map",
+           "video_target_grid", "benchmark_tracking"]
+
+VIDEO_METHODS = ("persam", "persam-f")
+DEFAULT_TOP_K = 2  # positives from the similarity map (paper's persam_video.py)
+DEFAULT_BOX_MARGIN = 10  # px added on each side of the previous box (paper's --threshold)
+_FEATURE_STRIDE = IMAGE_SIZE // 64  # pixels of the 1024 frame per feature cell
+
+
+# -- pure helpers ------------------------------------------------------------------------
+def object_ids(label_map: np.ndarray) -> list[int]:
+    """Sorted nonzero ids of an (H, W) label map."""
+    ids = np.unique(label_map)
+    return [int(i) for i in ids if i != 0]
+
+
+def expand_box(box: np.ndarray, margin: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Grow a tight (x0, y0, x1, y1) pixel box by ``margin`` on each side, clipped to the image.
+
+    ``size`` is (H, W). As in the paper's code the far edges clip to W and H (the image
+    border, not the last pixel) and the centre is the integer midpoint. Returns
+    (box (4,) int64, centre (2,) int64 as (x, y)).
+    """
+    height, width = size
+    x0, y0, x1, y1 = (int(v) for v in box)
+    x0 = max(x0 - margin, 0)
+    y0 = max(y0 - margin, 0)
+    x1 = min(x1 + margin, width)
+    y1 = min(y1 + margin, height)
+    return np.array([x0, y0, x1, y1], np.int64), np.array([(x0 + x1) // 2, (y0 + y1) // 2], np.int64)
+
+
+def top_k_points(sim: torch.Tensor, k: int) -> np.ndarray:
+    """(k, 2) (x, y) of the k highest values of an (H, W) map, best first.
+
+    Ties go to the first pixel in row-major order (the paper uses ``torch.topk``, whose order
+    among equal values is unspecified).
+    """
+    flat = sim.reshape(-1).clone()
+    width = sim.shape[-1]
+    points = []
+    for _ in range(min(k, flat.numel())):
+        index = int(torch.argmax(flat))  # argmax returns the first maximal index
+        points.append((index % width, index // width))
+        flat[index] = float("-inf")
+    return np.array(points, dtype=np.int64).reshape(-1, 2)
+
+
+def largest_mask_index(logits: torch.Tensor) -> int:
+    """Index of the mask with the most pixels (logit > 0) among (K, H, W) logits; ties -> first.
+
+    The paper's code counts pixels in uint8 (so counts wrap modulo 256); we count exactly.
+    """
+    counts = (logits > 0).reshape(logits.shape[0], -1).sum(1)
+    return int(torch.argmax(counts))
+
+
+def compose_label_map(logits: Sequence[torch.Tensor | None], ids: Sequence[int],
+                      size: tuple[int, int]) -> np.ndarray:
+    """(H, W) uint8 label map from per-object full-size logits (H, W) (None: object not found).
+
+    argmax over a zero background channel followed by the objects in ``ids`` order, so a
+    pixel needs a positive logit to leave the background and overlaps go to the higher logit.
+    """
+    if len(logits) != len(ids):
+        raise ValueError(f"{len(logits)} logit maps for {len(ids)} object ids")
+    height, width = size
+    channels = [torch.zeros(height, width)]
+    for item in logits:
+        channels.append(torch.full((height, width), float("-inf")) if item is None else item.float().cpu())
+    winner = torch.stack(channels).argmax(0).numpy()
+    lookup = np.array([0, *ids], dtype=np.uint8)
+    return lookup[winner]
+
+
+def video_target_grid(mask: np.ndarray) -> tuple[torch.Tensor, bool]:
+    """(64, 64) bool target cells of an (H, W) object mask for video (fill 215, SPEC 6).
+
+    The 1024 -> 64 bilinear step samples each cell near its centre, so an object that covers
+    no cell centre gives no cells (the paper's code then averages an empty set and tracks
+    NaNs); here it falls back to every cell containing at least one of its pixels.
+    Returns (grid, used_fallback).
+    """
+    grid = mask_to_feature_grid(mask, MASK_FILL_VIDEO)
+    if bool(grid.any()):
+        return grid, False
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        raise ValueError("object mask is empty")
+    height, width = mask.shape
+    new_h, new_w = resized_shape((height, width))
+    # Pixel centres mapped into the resized 1024 frame, then to their 16 px cell.
+    cell_rows = np.minimum(((rows + 0.5) * new_h / height) // _FEATURE_STRIDE, 63).astype(np.int64)
+    cell_cols = np.minimum(((cols + 0.5) * new_w / width) // _FEATURE_STRIDE, 63).astype(np.int64)
+    grid = torch.zeros(64, 64, dtype=torch.bool)
+    grid[torch.from_numpy(cell_rows), torch.from_numpy(cell_cols)] = True
+    return grid, True
+
+
+# -- the tracker -------------------------------------------------------------------------
+@dataclass
+class TrackedObject:
+    """State of one object: its id, normalized target feature (256,), its last known tight box
+    (x0, y0, x1, y1) in pixels, and for PerSAM-F its mask weights (3,)."""
+
+    object_id: int
+    target_feature: torch.Tensor
+    box: np.ndarray
+    mask_weights: torch.Tensor | None = None
+    visible: bool = True
+
+
+class Tracker:
+    """Track the objects of a first-frame label map through a video, one encoder pass a frame.
+
+    ``sam``: a :class:`sam_core.Sam`, a :class:`sam_core.SamEngine`, or a ``PerSAM`` /
+    ``PerSAMF`` (its engine is used). ``method``: "persam" or "persam-f". ``top_k``: positive
+    points from the similarity map; ``box_margin``: px added around the previous box;
+    ``fit_steps``: PerSAM-F optimizer steps (default 1000, or the PerSAM instance's).
+
+    Use :meth:`track`, or :meth:`start` then :meth:`step` per frame. After each step,
+    ``frame_seconds`` holds that frame's wall-clock seconds per stage ("encode", "prior",
+    "decode", "compose") and ``decoder_calls`` its number of mask-decoder calls;
+    ``stage_seconds`` accumulates over the tracker's life.
+    """
+
+    def __init__(self, sam: Sam | SamEngine | object, method: str = "persam", *,
+                 top_k: int = DEFAULT_TOP_K, box_margin: int = DEFAULT_BOX_MARGIN,
+                 fit_steps: int | None = None) -> None:
+        if method not in VIDEO_METHODS:
+            raise ValueError(f"unknown method {method!r}; expected one of {', '.join(VIDEO_METHODS)}")
+        if top_k < 1:
+            raise ValueError("top_k must be at least 1")
+        if isinstance(sam, SamEngine):
+            self.engine = sam
+        elif isinstance(getattr(sam, "engine", None), SamEngine):  # PerSAM / PerSAMF
+            self.engine = sam.engine
+            fit_steps = fit_steps if fit_steps is not None else getattr(sam, "fit_steps", None)
+        elif isinstance(sam, Sam):
+            self.engine = SamEngine(sam)
+        else:
+            raise TypeError(f"Tracker needs a Sam, SamEngine or PerSAM, not {type(sam).__name__}")
+        self.method = method
+        self.top_k = top_k
+        self.box_margin = box_margin
+        self.fit_steps = DEFAULT_STEPS if fit_steps is None else fit_steps
+        self.objects: list[TrackedObject] = []
+        self.frame_size: tuple[int, int] | None = None
+        self.frame_index = -1
+        self.stage_seconds: dict[str, float] = {}
+        self.frame_seconds: dict[str, float] = {}
+        self.decoder_calls = 0
+
+    @property
+    def object_ids(self) -> list[int]:
+        return [obj.object_id for obj in self.objects]
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    @contextmanager
+    def _stage(self, name: str):
+        cuda = self.engine.device.type == "cuda"
+        if cuda:  # GPU work is asynchronous: time what was actually done
+            torch.cuda.synchronize(self.engine.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if cuda:
+                torch.cuda.synchronize(self.engine.device)
+            elapsed = time.perf_counter() - start
+            self.frame_seconds[name] = self.frame_seconds.get(name, 0.0) + elapsed
+            self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + elapsed
+
+    def _new_frame(self) -> None:
+        self.frame_seconds = {stage: 0.0 for stage in ("encode", "prior", "decode", "compose")}
+        self.decoder_calls = 0
+
+    def _encode(self, image: np.ndarray) -> ImageEmbedding:
+        with self._stage("encode"):
+            return self.engine.encode(image)
+
+    def _decode(self, embedding: ImageEmbedding, **prompts):
+        self.decoder_calls += 1
+        return self.engine.decode(embedding, **prompts)
+
+    # -- frame 0 -------------------------------------------------------------------------
+    def start(self, first_frame: ImageLike, label_map: np.ndarray) -> None:
+        """Learn every object of ``label_map`` ((H, W) integer ids, 0 background) on
+        ``first_frame`` (path, PIL image or (H, W, 3) RGB array of the same size).
+
+        Encodes the frame once; with PerSAM-F also fits each object's mask weights.
+        """
+        image = load_image(first_frame)
+        labels = _check_label_map(label_map, image.shape[:2])
+        ids = object_ids(labels)
+        if not ids:
+            raise ValueError("the first label map has no objects (all pixels are 0)")
+        self._new_frame()
+        self.frame_size = (int(image.shape[0]), int(image.shape[1]))
+        self.frame_index = 0
+        embedding = self._encode(image)
+        self.objects = []
+        with self._stage("prior"):
+            for object_id in ids:
+                mask = labels == object_id
+                grid, fallback = video_target_grid(mask)
+                if fallback:
+                    warnings.warn(f"object {object_id} is too small for the 64x64 feature grid; "
+                                  "using every cell it touches", stacklevel=2)
+                cells = target_cells(embedding.features, grid)
+                feature = normalized(max_mean_embedding(cells))
+                self.objects.append(TrackedObject(object_id, feature, mask_box(mask)))
+        if self.method == "persam-f":
+            self._fit_weights(embedding, labels)
+
+    def _fit_weights(self, embedding: ImageEmbedding, labels: np.ndarray) -> None:
+        """PerSAM-F per object: decode frame 0 from the object's own top similarity point
+        (multimask), then fit the two weights on the cached full-size logits."""
+        with self._stage("prior"):
+            sims = self._similarities(embedding)
+        for obj, sim in zip(self.objects, sims):
+            positive = top_k_points(sim, 1)
+            with self._stage("decode"):
+                decoded = self._decode(embedding, points=positive, labels=[1], multimask=True)
+            with self._stage("fit"):
+                target = torch.from_numpy(labels == obj.object_id)
+                obj.mask_weights = fit_mask_weights([(decoded.high_res_logits.cpu(), target)],
+                                                    steps=self.fit_steps).to(self.engine.device)
+
+    def _similarities(self, embedding: ImageEmbedding) -> torch.Tensor:
+        """(K, H, W) similarity maps of all objects, one matrix product."""
+        targets = torch.stack([obj.target_feature for obj in self.objects])
+        return similarity_map(embedding, targets.to(self.engine.device))
+
+    # -- later frames --------------------------------------------------------------------
+    def step(self, frame: ImageLike) -> np.ndarray:
+        """Segment every object in the next frame. Returns the (H, W) uint8 label map."""
+        if not self.objects or self.frame_size is None:
+            raise RuntimeError("call start(first_frame, label_map) before step()")
+        image = load_image(frame)
+        if tuple(image.shape[:2]) != self.frame_size:
+            raise ValueError(f"frame is {image.shape[1]}x{image.shape[0]} (WxH) but the first frame "
+                             f"is {self.frame_size[1]}x{self.frame_size[0]}")
+        self._new_frame()
+        self.frame_index += 1
+        embedding = self._encode(image)  # the only encoder pass of this frame
+        with self._stage("prior"):
+            sims = self._similarities(embedding)
+        logits = [self._segment_object(embedding, obj, sim) for obj, sim in zip(self.objects, sims)]
+        with self._stage("compose"):
+            labels = compose_label_map(logits, self.object_ids, self.frame_size)
+            for obj in self.objects:
+                box = mask_box(labels == obj.object_id)
+                obj.visible = box is not None
+                if box is not None:  # an absent object keeps its last known box
+                    obj.box = box
+        return labels
+
+    def _segment_object(self, embedding: ImageEmbedding, obj: TrackedObject,
+                        sim: torch.Tensor) -> torch.Tensor | None:
+        """Full-size (H, W) logits of one object in this frame, or None if nothing was found."""
+        with self._stage("prior"):
+            positives = top_k_points(sim, self.top_k)
+            prompt_box, centre = expand_box(obj.box, self.box_margin, self.frame_size)
+            points = np.concatenate([positives, centre[None]])
+            labels = np.ones(len(points), dtype=np.int64)
+        with self._stage("decode"):
+            first = self._decode(embedding, points=points, labels=labels, box=prompt_box, multimask=True)
+            if obj.mask_weights is None:  # PerSAM: the largest of the three masks
+                index = largest_mask_index(first.high_res_logits)
+                start_logits = first.high_res_logits[index]
+                start_low = first.low_res_logits[index]
+                box = None  # SPEC 3.6 step 2 has no box
+            else:  # PerSAM-F: the weighted sum of the three, whose box goes to step 2
+                weights = obj.mask_weights[:, None, None]
+                start_logits = (first.high_res_logits * weights).sum(0)
+                start_low = (first.low_res_logits * weights).sum(0)
+                mask = start_logits > 0
+                if not bool(mask.any()):  # as the paper's code: box of the best-scoring mask
+                    mask = first.high_res_logits[int(torch.argmax(first.scores))] > 0
+                box = mask_box(mask.cpu().numpy())
+                if box is None:
+                    return None
+            fallback = start_logits if bool((start_logits > 0).any()) else None
+            return self._refine(embedding, points, labels, start_low, box, fallback)
+
+    def _refine(self, embedding: ImageEmbedding, points: np.ndarray, labels: np.ndarray,
+                mask_input: torch.Tensor, box: np.ndarray | None,
+                fallback: torch.Tensor | None) -> torch.Tensor | None:
+        """SPEC 3.6 steps 2-3 from (256, 256) low-res logits; returns full-size logits.
+
+        If the step-2 mask is empty there is no box for step 3: return ``fallback`` (the last
+        non-empty full-size logits, or None)."""
+        second = self._decode(embedding, points=points, labels=labels, box=box,
+                              mask_input=mask_input[None], multimask=True, high_res=False)
+        best = int(torch.argmax(second.scores))
+        second_logits = self.engine.upsample(embedding, second.low_res_logits[best])
+        second_box = mask_box((second_logits > 0).cpu().numpy())
+        if second_box is None:
+            return fallback
+        third = self._decode(embedding, points=points, labels=labels, box=second_box,
+                             mask_input=second.low_res_logits[best: best + 1], multimask=True,
+                             high_res=False)
+        best = int(torch.argmax(third.scores))
+        return self.engine.upsample(embedding, third.low_res_logits[best])
+
+    # -- whole videos --------------------------------------------------------------------
+    def track(self, frames: Iterable[ImageLike], label_map: np.ndarray) -> Iterator[np.ndarray]:
+        """Yield one (H, W) uint8 label map per frame: first the given ``label_map`` itself,
+        then :meth:`step` for each later frame. Frames are read lazily."""
+        iterator = iter(frames)
+        try:
+            first = next(iterator)
+        except StopIteration:
+            raise ValueError("no frames to track") from None
+        self.start(first, label_map)
+        yield np.asarray(label_map).astype(np.uint8)
+        for frame in iterator:
+            yield self.step(frame)
+
+
+def _check_label_map(label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) integer ids in 0..255 of the given frame size -> uint8."""
+    labels = np.asarray(label_map)
+    if labels.dtype == np.bool_:
+        labels = labels.astype(np.uint8)
+    if labels.ndim != 2:
+        raise ValueError(f"label map has shape {labels.shape}; expected (H, W) object ids")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"label map has dtype {labels.dtype}; expected integer object ids")
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ValueError("label map ids must be in 0..255")
+    if tuple(labels.shape) != tuple(size):
+        raise ValueError(f"label map is {labels.shape[1]}x{labels.shape[0]} (WxH) but the first frame "
+                         f"is {size[1]}x{size[0]}")
+    return labels.astype(np.uint8)
+
+
+# -- benchmark ---------------------------------------------------------------------------
+def benchmark_tracking(engine: Sam | SamEngine | object, frames: Sequence[ImageLike],
+                       label_map: np.ndarray, method: str = "persam",
+                       fit_steps: int | None = None) -> dict:
+    """Time :class:`Tracker` over ``frames`` (frame 0 is the reference, needs >= 2 frames).
+
+    Returns per-frame medians over frames 1.. of the seconds spent in the image encoder
+    ("encode_s"), in the mask decoder and mask upsampling ("decode_s"), in similarity maps and
+    prompts ("prior_s") and in composing the label map ("compose_s"), plus "total_s",
+    "frames_per_s", "decoder_calls_per_frame", "encoder_calls_per_frame", the number of objects
+    and frames, and the frame-0 set-up seconds ("start_s", including PerSAM-F fitting).
+    """
+    frames = list(frames)
+    if len(frames) < 2:
+        raise ValueError("benchmark_tracking needs at least two frames")
+    tracker = Tracker(engine, method=method, fit_steps=fit_steps)
+    encoder = tracker.engine.sam.image_encoder
+    encoder_calls = [0]
+    hook = encoder.register_forward_hook(lambda *_: encoder_calls.__setitem__(0, encoder_calls[0] + 1))
+    try:
+        images = [load_image(frame) for frame in frames]  # decoding files is not tracking work
+        begin = time.perf_counter()
+        tracker.start(images[0], label_map)
+        start_seconds = time.perf_counter() - begin
+        encoder_calls[0] = 0
+        per_frame: list[dict[str, float]] = []
+        calls = []
+        for image in images[1:]:
+            begin = time.perf_counter()
+            tracker.step(image)
+            per_frame.append({**tracker.frame_seconds, "total": time.perf_counter() - begin})
+            calls.append(tracker.decoder_calls)
+    finally:
+        hook.remove()
+
+    def median(stage: str) -> float:
+        return round(statistics.median(frame[stage] for frame in per_frame), 4)
+
+    total = median("total")
+    return {
+        "method": method,
+        "objects": len(tracker.objects),
+        "frames": len(images),
+        "start_s": round(start_seconds, 4),
+        "encode_s": median("encode"),
+        "decode_s": median("decode"),
+        "prior_s": median("prior"),
+        "compose_s": median("compose"),
+        "total_s": total,
+        "frames_per_s": round(1.0 / total, 3) if total > 0 else float("inf"),
+        "decoder_calls_per_frame": statistics.median(calls),
+        "encoder_calls_per_frame": encoder_calls[0] / len(per_frame),
+    }
