@@ -41,9 +41,9 @@ def count_encodes(persam):
 def test_perseg_api_and_cli_give_identical_masks(small_checkpoint, dataset, perseg_mini, tmp_path, method):
     out = tmp_path / "out"
     assert cli(["perseg", "--data", str(perseg_mini), "--checkpoint", str(small_checkpoint),
-                "--method", method, "--out", str(out)]) == 0
+                "--method", method, "--fit-steps", "40", "--out", str(out)]) == 0
     sam = build_sam("auto", small_checkpoint)
-    persam = (PerSAMF if method == "persam-f" else PerSAM)(sam)
+    persam = (PerSAMF if method == "persam-f" else PerSAM)(sam, fit_steps=40)
     fractions = []
     for name in dataset.objects:
         image, mask = dataset.reference(name).read_pair()

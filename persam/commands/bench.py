@@ -29,7 +29,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, metavar="DIR", help="PerSeg-layout folder")
     parser.add_argument("--ref-idx", default="00", help="reference image index")
     parser.add_argument("--objects", type=int, default=0, help="use only the first N objects (0: all)")
-    parser.add_argument("--fit-steps", type=int, default=1000, help="PerSAM-F optimizer steps")
     parser.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
     parser.set_defaults(func=run)
 
@@ -51,7 +50,6 @@ def run(args: argparse.Namespace) -> int:
     timer = StageTimer()
     start_load = time.perf_counter()
     persam = make_persam(args)
-    persam.fit_steps = args.fit_steps
     load_seconds = time.perf_counter() - start_load
     persam.timer = timer
     images = 0

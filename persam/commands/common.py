@@ -21,6 +21,8 @@ def add_model_args(parser: argparse.ArgumentParser, method: bool = True) -> None
         group.add_argument("--method", default="persam", choices=METHOD_CHOICES,
                            help="persam: training-free; persam-f: fits two mask weights on the "
                                 "reference (default: persam)")
+        group.add_argument("--fit-steps", type=int, default=1000, metavar="N",
+                           help="PerSAM-F optimizer steps on the reference (default: 1000, as the paper)")
 
 
 def load_sam(args: argparse.Namespace):
@@ -33,7 +35,10 @@ def make_persam(args: argparse.Namespace, sam=None):
     from persam import PerSAM, PerSAMF
 
     cls = PerSAMF if getattr(args, "method", "persam") == "persam-f" else PerSAM
-    return cls(sam if sam is not None else load_sam(args))
+    steps = getattr(args, "fit_steps", 1000)
+    if steps < 1:
+        raise ValueError(f"--fit-steps must be at least 1, got {steps}")
+    return cls(sam if sam is not None else load_sam(args), fit_steps=steps)
 
 
 class StageTimer:
