@@ -18,8 +18,8 @@ from .cache import EmbeddingCache, image_key
 from .concept import METHODS, Concept, ConceptError
 from .fit import DEFAULT_STEPS, fit_mask_weights
 from .masks import MaskLike, load_mask, mask_box
-from .prior import (MASK_FILL_IMAGE, EmptyTargetError, attention_guidance, best_and_worst_points,
-                    mask_to_feature_grid, max_mean_embedding, mean_embedding, normalized,
+from .prior import (MASK_FILL_IMAGE, attention_guidance, best_and_worst_points,
+                    max_mean_embedding, reference_grid, mean_embedding, normalized,
                     similarity_map, target_cells)
 
 
@@ -107,9 +107,7 @@ class PerSAM:
             array, embedding = self.embed(ref_image)
             label = str(ref_mask) if isinstance(ref_mask, (str, os.PathLike)) else "reference mask"
             mask_array = load_mask(ref_mask, array.shape[:2], name=label)
-            grid = mask_to_feature_grid(mask_array, MASK_FILL_IMAGE)
-            if not bool(grid.any()):
-                raise EmptyTargetError(f"{label}: mask too small or empty for the 64x64 feature grid")
+            grid = reference_grid(mask_array, label, MASK_FILL_IMAGE)
             cells.append(target_cells(embedding.features, grid))
             references.append((embedding, mask_array))
         pooled = torch.cat(cells)

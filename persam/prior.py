@@ -35,6 +35,14 @@ def mask_to_feature_grid(mask: np.ndarray, fill: int = MASK_FILL_IMAGE) -> torch
     return grid[0, 0] > 0
 
 
+def reference_grid(mask: np.ndarray, label: str = "reference mask", fill: int = MASK_FILL_IMAGE) -> torch.Tensor:
+    """:func:`mask_to_feature_grid`, with a clear error when no cell is target."""
+    grid = mask_to_feature_grid(mask, fill)
+    if not bool(grid.any()):
+        raise EmptyTargetError(f"{label}: mask too small or empty for the 64x64 feature grid")
+    return grid
+
+
 def target_cells(features: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """(N, 256) features of the target cells, in row-major order."""
     return features[0].permute(1, 2, 0)[grid.to(features.device)]

@@ -25,13 +25,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sam_core.image_io import load_image
     from persam.masks import load_mask
+    from persam.prior import reference_grid
 
     if len(args.ref_image) != len(args.ref_mask):
         raise ValueError(f"got {len(args.ref_image)} --ref-image but {len(args.ref_mask)} --ref-mask")
     pairs = []
     for image_path, mask_path in zip(args.ref_image, args.ref_mask):
         image = load_image(image_path)
-        pairs.append((image, load_mask(mask_path, image.shape[:2], name=mask_path)))
+        mask = load_mask(mask_path, image.shape[:2], name=mask_path)
+        reference_grid(mask, mask_path)
+        pairs.append((image, mask))
     persam = make_persam(args)
     concept = persam.learn(pairs, name=args.name or Path(args.ref_image[0]).stem)
     path = concept.save(args.save)

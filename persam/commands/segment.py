@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from persam.io import collect_images, save_image, save_mask_png
     from persam.masks import load_mask
     from persam.overlay import draw_overlay
+    from persam.prior import reference_grid
 
     # Check everything cheap before any model is loaded.
     check_reference_args(args)
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if concept is None:
         ref_image = load_image(args.ref_image)
         ref_mask = load_mask(args.ref_mask, ref_image.shape[:2], name=args.ref_mask)
+        reference_grid(ref_mask, args.ref_mask)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
