@@ -27,6 +27,18 @@ class Conv2d_BN(nn.Sequential):  # noqa: N801 - the released checkpoints use thi
                                        groups=groups, bias=False))
         self.add_module("bn", nn.BatchNorm2d(out_chans))
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        # Inference: fold BatchNorm into the convolution (one pass over the activations
+        # instead of two). Recomputed per call from the current weights, so a checkpoint
+        # loaded later is always what is used; the weights are tiny next to the activations.
+        conv, bn = self.c, self.bn
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        weight = conv.weight * scale[:, None, None, None]
+        bias = bn.bias - bn.running_mean * scale
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
 
 class PatchEmbed(nn.Module):
     """Two stride-2 3x3 convolutions: (B, 3, H, W) -> (B, C, H/4, W/4)."""
@@ -79,7 +91,7 @@ class PatchMerging(nn.Module):
         self.conv3 = Conv2d_BN(out_dim, out_dim, 1, 1, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 3:
+        if x.ndim == 3:  # (B, H*W, C) -> a channels-last (B, C, H, W) view, no copy
             height, width = self.input_resolution
             x = x.view(x.shape[0], height, width, -1).permute(0, 3, 1, 2)
         x = self.act(self.conv1(x))
@@ -143,16 +155,28 @@ class Attention(nn.Module):
             persistent=False,
         )
 
+    def _bias(self) -> torch.Tensor:
+        """(1, heads, N, N) bias gathered from the per-offset table.
+
+        Cached for inference, keyed on the table's version counter and storage, so loading a
+        checkpoint (an in-place copy) invalidates it -- unlike a cache built at ``eval()``.
+        """
+        table = self.attention_biases
+        if self.training or torch.is_grad_enabled():
+            return table[:, self.attention_bias_idxs].unsqueeze(0)
+        key = (table._version, table.data_ptr(), table.device, table.dtype)
+        if getattr(self, "_bias_key", None) != key:
+            self._bias_cache = table[:, self.attention_bias_idxs].unsqueeze(0).contiguous()
+            self._bias_key = key
+        return self._bias_cache
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, _ = x.shape
         x = self.norm(x)
         # The released layout interleaves q, k, v per head: (B, N, heads, 3 * key_dim).
         q, k, v = self.qkv(x).view(batch, tokens, self.num_heads, -1).split(self.key_dim, dim=3)
         q, k, v = (t.permute(0, 2, 1, 3) for t in (q, k, v))
-        # Gathered at each call (cheap) rather than cached, so a freshly loaded
-        # checkpoint is always what is used.
-        bias = self.attention_biases[:, self.attention_bias_idxs].unsqueeze(0)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.contiguous())
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self._bias())
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, -1))
 
 
@@ -189,9 +213,10 @@ class TinyViTBlock(nn.Module):
             x = x.reshape(batch, padded_h, padded_w, chans)[:, :height, :width]
             x = x.reshape(batch, tokens, chans)
         x = shortcut + x
-        x = x.transpose(1, 2).reshape(batch, chans, height, width)
-        x = self.local_conv(x)
-        x = x.view(batch, chans, tokens).transpose(1, 2)
+        # (B, H*W, C) is channels-last (B, C, H, W) memory: convolve on a view and come back
+        # without copying (the convolution keeps the channels-last layout).
+        x = self.local_conv(x.view(batch, height, width, chans).permute(0, 3, 1, 2))
+        x = x.permute(0, 2, 3, 1).reshape(batch, tokens, chans)
         return x + self.mlp(x)
 
 
@@ -265,9 +290,11 @@ class TinyViT(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x)
+        # Channels-last memory throughout: faster convolutions, and the token layout
+        # (B, H*W, C) of the attention stages is the same memory, so switching is free.
+        x = self.patch_embed(x.contiguous(memory_format=torch.channels_last))
         for layer in self.layers:
             x = layer(x)
         batch, _, chans = x.shape
         x = x.view(batch, self.grid, self.grid, chans).permute(0, 3, 1, 2)
-        return self.neck(x)
+        return self.neck(x).contiguous()
