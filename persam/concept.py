@@ -64,6 +64,9 @@ class Concept:
         try:
             with os.fdopen(handle, "wb") as stream:
                 torch.save(self.to_dict(), stream)
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(temp_name, 0o666 & ~mask)  # mkstemp makes 0600
             os.replace(temp_name, path)
         except BaseException:
             Path(temp_name).unlink(missing_ok=True)

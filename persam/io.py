@@ -27,6 +27,12 @@ def voc_palette(size: int = 256) -> list[int]:
     return palette
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(temp_path)`` then rename onto ``path``; nothing half-written survives."""
     path = Path(path)
@@ -35,6 +41,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     os.close(handle)
     try:
         write(Path(temp_name))
+        os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
