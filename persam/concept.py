@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from .io import atomic_write
 
 METHODS = ("persam", "persam-f")
 FORMAT_VERSION = 1
@@ -58,20 +59,8 @@ class Concept:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the concept (a few KiB) atomically: temp file, then rename."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                torch.save(self.to_dict(), stream)
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(temp_name, 0o666 & ~mask)  # mkstemp makes 0600
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
-        return path
+        data = self.to_dict()
+        return atomic_write(path, lambda temp: torch.save(data, temp))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Concept":
