@@ -1,0 +1,379 @@
+#!/usr/bin/env python
+"""Benchmark persam against the paper's pipelines run on the official SAM code, in one run.
+
+    python scripts/bench_official.py --random vit_t [--data DIR] [--objects cat,duck_toy]
+        [--official-steps 20] [--fit-steps 1000] [--json bench_official.json]
+    python scripts/bench_official.py --checkpoint mobile_sam.pt ...
+
+Both sides load the same checkpoint file on the same machine, in the same process:
+
+* official: ``tests/official_flow.py``, a re-creation of the paper's ``persam.py`` /
+  ``persam_f.py`` (ZrrSkywalker/Personalize-SAM) on the official SAM / MobileSAM modules
+  (``tests/reference``): cv2 reading, written-out predictor, every image re-encoded each time it
+  is set (the reference twice), PerSAM-F's decoder re-run on every training step;
+* ours: ``persam.PerSAM`` / ``PerSAMF`` (embedding cache, PerSAM-F fitted on logits decoded once).
+
+Per object of a PerSeg layout (``Images/<object>/NN.jpg``, ``Annotations/<object>/NN.png``):
+
+(a) PerSAM end to end: learn from the reference, then segment every image of the object, the
+    reference included (as the paper's loop does). Seconds for each side and the speed ratio.
+(b) PerSAM-F fitting: the paper's training loop is timed over ``--official-steps K`` steps and
+    extrapolated LINEARLY to ``--fit-steps`` (1000) -- running 1000 decoder passes per object is
+    impractical on CPU -- against our ``persam.fit.fit_mask_weights`` run for the full
+    ``--fit-steps`` and, like for like, for the same K steps (per-step ratio).
+(c) Parity on real images: per image mask IoU between the two flows and whether the prompt
+    points are identical, for PerSAM and for PerSAM-F (both sides trained K steps, so the
+    weights are comparable; their largest difference is reported).
+
+A warm-up encode + decode on each side precedes the timings. Timings on a shared machine are
+noisy; compare ratios from the same run. ``--json FILE`` writes every number.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+# tests/ holds the test-only official reference code (no package __init__ there).
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+
+import official_flow  # noqa: E402
+from reference import (VIT_CONFIGS, build_official_sam, load_official_checkpoint,  # noqa: E402
+                       save_random_checkpoint)
+
+from persam import PerSAM, PerSAMF, build_sam  # noqa: E402
+from persam.fit import fit_mask_weights  # noqa: E402
+from persam.masks import load_mask  # noqa: E402
+from persam.prior import best_and_worst_points, similarity_map  # noqa: E402
+from sam_core import Sam  # noqa: E402
+from sam_core.build import ViTConfig, infer_config, read_state_dict  # noqa: E402
+
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "perseg-mini"
+#: ``--random`` choices: official types plus a reduced ViT (vit_b layout) for quick runs.
+RANDOM_TYPES = ("vit_t", "vit_b", "vit_l", "vit_h", "small_vit")
+SMALL_VIT = dict(embed_dim=96, depth=4, num_heads=2, global_attn_indexes=(1, 3))
+
+
+class StageTimer:
+    """``timer(stage)`` context manager accumulating seconds per stage (persam's hook)."""
+
+    def __init__(self) -> None:
+        self.seconds: Dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+# ------------------------------------------------------------------------------------------
+# Models
+# ------------------------------------------------------------------------------------------
+
+
+def make_random_checkpoint(kind: str, folder: Path, seed: int) -> Path:
+    """A seeded random checkpoint in the official layout, written by the test harness."""
+    path = folder / f"random_{kind}_seed{seed}.pth"
+    if kind == "small_vit":
+        save_random_checkpoint("vit_b", path, seed=seed, **SMALL_VIT)
+    else:
+        save_random_checkpoint(kind, path, seed=seed)
+    return path
+
+
+def load_models(checkpoint: Path, device: str) -> Tuple[torch.nn.Module, Sam, str]:
+    """(official model, our model, description) from one checkpoint file.
+
+    The official model's encoder hyper-parameters are read from the checkpoint's shapes, so
+    reduced ViTs work too; strict loading on both sides catches any mismatch.
+    """
+    found_type, config = infer_config(read_state_dict(checkpoint))
+    if found_type == "vit_t":
+        official = build_official_sam("vit_t")
+    else:
+        assert isinstance(config, ViTConfig)
+        overrides = dict(embed_dim=config.embed_dim, depth=config.depth,
+                         num_heads=config.num_heads,
+                         global_attn_indexes=tuple(config.global_attn_indexes),
+                         window_size=config.window_size)
+        base = found_type if found_type in VIT_CONFIGS else "vit_b"
+        official = build_official_sam(base, **overrides)
+    # load_official_checkpoint re-calls .eval() (TinyViT caches its attention biases there).
+    official = load_official_checkpoint(official, checkpoint).to(device)
+    ours = build_sam("auto", checkpoint, device=device)
+    return official, ours, found_type
+
+
+# ------------------------------------------------------------------------------------------
+# Benchmark parts
+# ------------------------------------------------------------------------------------------
+
+
+def object_paths(data: Path, name: str, ref_idx: str) -> Tuple[Path, Path, List[Path]]:
+    images = sorted((data / "Images" / name).glob("*.jpg"))
+    ref_image = data / "Images" / name / f"{ref_idx}.jpg"
+    ref_mask = data / "Annotations" / name / f"{ref_idx}.png"
+    if not ref_image.is_file() or not ref_mask.is_file():
+        raise FileNotFoundError(f"{name}: reference {ref_image} or {ref_mask} missing")
+    return ref_image, ref_mask, images
+
+
+def warm_up(official: torch.nn.Module, ours: Sam, image: Path) -> None:
+    """One encode + decode per side: first calls pay one-off allocation / lazy-init costs."""
+    predictor = official_flow.OfficialPredictor(official)
+    predictor.set_image(official_flow.read_rgb(image))
+    predictor.predict(point_coords=np.array([[10, 10]]), point_labels=np.array([1]))
+    persam = PerSAM(ours)
+    _, embedding = persam.embed(image)
+    persam.engine.decode(embedding, points=[[10, 10]], labels=[1], multimask=True)
+
+
+def parity(official: List[official_flow.FlowResult], ours: list, images: List[Path]
+           ) -> List[Dict[str, Any]]:
+    rows = []
+    for path, off, our in zip(images, official, ours):
+        rows.append({
+            "image": path.name,
+            "iou": round(official_flow.mask_iou(off.mask, our.mask), 6),
+            "points_equal": bool(np.array_equal(off.points, our.points)),
+            "official_points": off.points.tolist(),
+            "our_points": np.asarray(our.points).tolist(),
+            "official_area": int(off.mask.sum()),
+            "our_area": int(our.mask.sum()),
+        })
+    return rows
+
+
+def bench_persam(official: torch.nn.Module, ours: Sam, ref_image: Path, ref_mask: Path,
+                 images: List[Path]) -> Dict[str, Any]:
+    """(a) PerSAM end to end on one object, both sides, plus mask parity."""
+    official_stages: Dict[str, float] = {}
+    start = time.perf_counter()
+    official_results = official_flow.official_persam(official, ref_image, ref_mask, images,
+                                                     timings=official_stages)
+    official_seconds = time.perf_counter() - start
+
+    persam = PerSAM(ours)  # fresh embedding cache: nothing carried over from other runs
+    timer = StageTimer()
+    persam.timer = timer
+    start = time.perf_counter()
+    concept = persam.learn(ref_image, ref_mask)
+    our_results = [persam.segment(path, concept) for path in images]
+    our_seconds = time.perf_counter() - start
+    return {
+        "official_s": official_seconds,
+        "ours_s": our_seconds,
+        "speedup": official_seconds / our_seconds,
+        "official_stages_s": official_stages,
+        "our_stages_s": timer.seconds,
+        "images": parity(official_results, our_results, images),
+    }
+
+
+def our_reference_logits(persam: PerSAM, concept_feature: torch.Tensor, ref_image: Path,
+                         ref_mask: Path) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Our reference logits for fitting, decoded once from the positive prior (as learn does)."""
+    array, embedding = persam.embed(ref_image)
+    positive, _ = best_and_worst_points(similarity_map(embedding, concept_feature))
+    decoded = persam.engine.decode(embedding, points=[positive], labels=[1], multimask=True)
+    mask = load_mask(ref_mask, array.shape[:2])
+    return decoded.high_res_logits.cpu(), torch.from_numpy(mask)
+
+
+def bench_persam_f(official: torch.nn.Module, ours: Sam, ref_image: Path, ref_mask: Path,
+                   images: List[Path], official_steps: int, fit_steps: int) -> Dict[str, Any]:
+    """(b) PerSAM-F fitting cost and (c) PerSAM-F parity on one object."""
+    official_stages: Dict[str, float] = {}
+    start = time.perf_counter()
+    official_weights, official_results = official_flow.official_persam_f(
+        official, ref_image, ref_mask, images, steps=official_steps, timings=official_stages)
+    official_total = time.perf_counter() - start
+    official_fit = official_stages["fit"]
+    per_step = official_fit / official_steps
+    official_fit_extrapolated = per_step * fit_steps
+
+    # Ours with the same K steps: weights and masks comparable with the official run.
+    persam_k = PerSAMF(ours, fit_steps=official_steps)
+    timer = StageTimer()
+    persam_k.timer = timer
+    start = time.perf_counter()
+    concept = persam_k.learn(ref_image, ref_mask)
+    our_results = [persam_k.segment(path, concept) for path in images]
+    our_total_k = time.perf_counter() - start
+    our_weights_k = concept.mask_weights.numpy()
+
+    # Our fit alone, on the reference logits decoded once, for K and for fit_steps steps.
+    cached = [our_reference_logits(persam_k, concept.target_feature, ref_image, ref_mask)]
+    start = time.perf_counter()
+    fit_mask_weights(cached, steps=official_steps)
+    our_fit_k = time.perf_counter() - start
+    start = time.perf_counter()
+    our_weights_full = fit_mask_weights(cached, steps=fit_steps).numpy()
+    our_fit_full = time.perf_counter() - start
+    our_fit_in_learn = timer.seconds.get("fit", float("nan"))
+    return {
+        "official_steps": official_steps,
+        "fit_steps": fit_steps,
+        "official_fit_s": official_fit,
+        "official_fit_decode_s": official_stages.get("fit_decode", 0.0),
+        "official_fit_per_step_s": per_step,
+        "official_fit_extrapolated_s": official_fit_extrapolated,
+        "ours_fit_s": our_fit_full,
+        "ours_fit_k_s": our_fit_k,
+        "ours_fit_per_step_s": our_fit_k / official_steps,
+        "ours_fit_k_in_learn_s": our_fit_in_learn,
+        "fit_speedup_extrapolated": official_fit_extrapolated / our_fit_full,
+        "fit_speedup_per_step": per_step / (our_fit_k / official_steps),
+        "official_total_k_steps_s": official_total,
+        "official_total_extrapolated_s": official_total - official_fit + official_fit_extrapolated,
+        "ours_total_k_steps_s": our_total_k,
+        "official_weights_k": official_weights.tolist(),
+        "our_weights_k": our_weights_k.tolist(),
+        "weights_max_abs_diff_k": float(np.abs(official_weights - our_weights_k).max()),
+        "our_weights_full": our_weights_full.tolist(),
+        "official_stages_s": official_stages,
+        "our_stages_s": timer.seconds,
+        "images": parity(official_results, our_results, images),
+    }
+
+
+# ------------------------------------------------------------------------------------------
+# Output
+# ------------------------------------------------------------------------------------------
+
+
+def print_report(report: Dict[str, Any]) -> None:
+    cfg = report["config"]
+    print(f"\nmodel {cfg['model_type']} ({cfg['checkpoint']}), device {cfg['device']}, "
+          f"torch {cfg['torch']} with {cfg['threads']} threads, data {cfg['data']}")
+    print("Timings are wall-clock seconds on a possibly shared machine: compare within a run.\n")
+    print("(a) PerSAM end to end per object (learn + segment all images, reference included)")
+    print(f"{'object':<18}{'images':>7}{'official s':>12}{'ours s':>9}{'speed-up':>10}"
+          f"{'min IoU':>10}{'points equal':>14}")
+    for name, obj in report["objects"].items():
+        p = obj["persam"]
+        ious = [r["iou"] for r in p["images"]]
+        equal = sum(r["points_equal"] for r in p["images"])
+        print(f"{name:<18}{len(ious):>7}{p['official_s']:>12.2f}{p['ours_s']:>9.2f}"
+              f"{p['speedup']:>9.2f}x{min(ious):>10.5f}{equal:>9}/{len(ious)}")
+    if not any("persam_f" in obj for obj in report["objects"].values()):
+        return
+    k, n = cfg["official_steps"], cfg["fit_steps"]
+    print(f"\n(b) PerSAM-F fitting per object: official loop timed over K={k} steps and "
+          f"extrapolated linearly to {n}; ours run for {n} (and for K)")
+    print(f"{'object':<18}{'off K s':>9}{'off/step':>10}{f'off {n} est':>13}{f'ours {n}':>10}"
+          f"{'speed-up':>10}{'ours K':>9}{'ours/step':>11}{'per-step x':>12}")
+    for name, obj in report["objects"].items():
+        f = obj.get("persam_f")
+        if f is None:
+            continue
+        print(f"{name:<18}{f['official_fit_s']:>9.2f}{f['official_fit_per_step_s']:>10.4f}"
+              f"{f['official_fit_extrapolated_s']:>13.1f}{f['ours_fit_s']:>10.3f}"
+              f"{f['fit_speedup_extrapolated']:>9.0f}x{f['ours_fit_k_s']:>9.4f}"
+              f"{f['ours_fit_per_step_s']:>11.6f}{f['fit_speedup_per_step']:>11.0f}x")
+    print(f"\n(c) PerSAM-F parity with both sides trained K={k} steps")
+    print(f"{'object':<18}{'max |dw|':>10}{'min IoU':>10}{'points equal':>14}"
+          f"{'off total s (est.)':>20}{'ours total s':>14}")
+    for name, obj in report["objects"].items():
+        f = obj.get("persam_f")
+        if f is None:
+            continue
+        ious = [r["iou"] for r in f["images"]]
+        equal = sum(r["points_equal"] for r in f["images"])
+        print(f"{name:<18}{f['weights_max_abs_diff_k']:>10.2e}{min(ious):>10.5f}"
+              f"{equal:>9}/{len(ious)}{f['official_total_extrapolated_s']:>20.1f}"
+              f"{f['ours_total_k_steps_s'] - f['ours_fit_k_in_learn_s'] + f['ours_fit_s']:>14.2f}")
+    print(f"  (totals for {n} steps: official = measured run - its K-step fit + the "
+          f"extrapolated fit; ours = measured run - its K-step fit + the measured {n}-step fit)")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Benchmark persam vs the paper's PerSAM / PerSAM-F flow on the official "
+                    "SAM code (same checkpoint, same run), with mask parity on every image.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Example: python scripts/bench_official.py --random vit_t --json bench.json")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="SAM checkpoint in the official layout")
+    source.add_argument("--random", choices=RANDOM_TYPES,
+                        help="create a seeded random checkpoint of this type in a temp folder "
+                             "(small_vit: a reduced vit_b for quick runs)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --random (default 0)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help=f"PerSeg-layout folder (default {DEFAULT_DATA})")
+    parser.add_argument("--objects", default="",
+                        help="comma-separated object names (default: all in DATA/Images)")
+    parser.add_argument("--ref-idx", default="00", help="reference image index (default 00)")
+    parser.add_argument("--official-steps", type=int, default=20, metavar="K",
+                        help="PerSAM-F training steps actually run by the official flow, then "
+                             "extrapolated linearly (default 20)")
+    parser.add_argument("--fit-steps", type=int, default=1000,
+                        help="PerSAM-F steps to compare at (the paper: 1000)")
+    parser.add_argument("--skip-persam-f", action="store_true", help="only run part (a)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--json", type=Path, help="write all numbers to this JSON file")
+    args = parser.parse_args(argv)
+
+    if args.official_steps < 1 or args.fit_steps < 1:
+        parser.error("--official-steps and --fit-steps must be >= 1")
+    if not (args.data / "Images").is_dir():
+        parser.error(f"{args.data} has no Images/ folder (PerSeg layout expected)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = [n for n in args.objects.split(",") if n] or sorted(
+        p.name for p in (args.data / "Images").iterdir() if p.is_dir())
+
+    with tempfile.TemporaryDirectory(prefix="bench_official_") as tmp:
+        checkpoint = args.checkpoint or make_random_checkpoint(args.random, Path(tmp), args.seed)
+        official, ours, model_type = load_models(checkpoint, args.device)
+        report: Dict[str, Any] = {"config": {
+            "checkpoint": str(args.checkpoint) if args.checkpoint else
+            f"random {args.random} seed {args.seed}",
+            "model_type": model_type, "device": args.device, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "machine": platform.machine(), "cpu_count": os.cpu_count(),
+            "data": str(args.data), "ref_idx": args.ref_idx,
+            "official_steps": args.official_steps, "fit_steps": args.fit_steps,
+            "extrapolation": f"official PerSAM-F fit timed over {args.official_steps} steps, "
+                             f"scaled linearly to {args.fit_steps}",
+        }, "objects": {}}
+        first_ref = object_paths(args.data, names[0], args.ref_idx)[0]
+        warm_up(official, ours, first_ref)
+        for name in names:
+            ref_image, ref_mask, images = object_paths(args.data, name, args.ref_idx)
+            print(f"[{name}] PerSAM ...", file=sys.stderr, flush=True)
+            entry: Dict[str, Any] = {"persam": bench_persam(official, ours, ref_image, ref_mask,
+                                                            images)}
+            if not args.skip_persam_f:
+                print(f"[{name}] PerSAM-F (official K={args.official_steps}) ...",
+                      file=sys.stderr, flush=True)
+                entry["persam_f"] = bench_persam_f(official, ours, ref_image, ref_mask, images,
+                                                   args.official_steps, args.fit_steps)
+            report["objects"][name] = entry
+
+    print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
