@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,12 +117,13 @@ def read_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
         except pickle.UnpicklingError as exc:
             text = str(exc)
             if "unsupported global" in text.lower():  # a pickled class or function, not a bad byte
-                detail = text.split("Unsupported global:")[-1].split(" was not")[0].strip()
+                found = re.search(r"GLOBAL:?\s+([\w.]+)", text, flags=re.IGNORECASE)
+                detail = f" ({found.group(1)})" if found else ""
                 raise CheckpointError(
                     f"{_describe(path)} contains pickled code or objects, not only tensors; refused "
-                    f"for safety ({detail[:120]})"
+                    f"for safety{detail}"
                 ) from exc
-            raise CheckpointError(f"{_describe(path)} is not a PyTorch checkpoint ({text[:120]})") from exc
+            raise CheckpointError(f"{_describe(path)} is not a PyTorch checkpoint") from exc
         except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError,
                 io.UnsupportedOperation) as exc:  # KeyError/IndexError: bad memo refs in garbage
             if head[:2] == b"PK":
