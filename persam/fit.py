@@ -15,7 +15,7 @@ FOCAL_GAMMA = 2  # the closed-form gradient below is written for gamma = 2
 DEFAULT_STEPS = 1000
 DEFAULT_LR = 1e-3
 DEFAULT_EPS = 1e-4
-_CHUNK = 1 << 14  # pixels per chunk: the temporaries of one chunk stay in L2
+_CHUNK = 1 << 17  # pixels per chunk: big enough for two threads, small enough to stay in cache
 
 
 def initial_weights() -> torch.Tensor:
@@ -29,10 +29,10 @@ def full_weights(free: torch.Tensor) -> torch.Tensor:
 
 
 class _PixelSet:
-    """Logits of one reference split by target value, flattened and contiguous.
+    """One reference's logits split by target value.
 
-    Keeps the three maps (to form s exactly as a weighted sum) and the differences
-    L1 - L0, L2 - L0, which are ds/dw1 and ds/dw2 since w0 = 1 - w1 - w2.
+    For each class (object pixels, background pixels) it keeps the three maps as a
+    contiguous (3, n) block.
     """
 
     def __init__(self, logits: torch.Tensor, target: torch.Tensor) -> None:
@@ -43,48 +43,71 @@ class _PixelSet:
         self.blocks = []
         for is_target in (True, False):
             maps = flat[:, target if is_target else ~target].contiguous()
-            self.blocks.append((is_target, maps, (maps[1:] - maps[0:1]).contiguous()))
+            self.blocks.append((is_target, maps))
 
 
-def _combine(logits: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
-    # Same order of float operations as summing logits * weights over the three maps.
-    return (logits[0] * w0 + logits[1] * w1) + logits[2] * w2
+class _Workspace:
+    """Reusable chunk buffers: fresh multi-megabyte tensors every step would cost page faults."""
+
+    def __init__(self, size: int) -> None:
+        self.buffers = [torch.empty(size) for _ in range(4)]
+        self.pair = torch.empty(2, size)  # rows: dp/ds and d focal/ds, for one product with dS/dw
+
+    def views(self, size: int) -> list[torch.Tensor]:
+        return [buffer[:size] for buffer in self.buffers] + [self.pair[:, :size]]
 
 
-def loss_and_grad(pixels: _PixelSet, free: torch.Tensor) -> tuple[float, torch.Tensor]:
+def loss_and_grad(pixels: _PixelSet, free: torch.Tensor,
+                  workspace: _Workspace | None = None) -> tuple[float, torch.Tensor]:
     """Dice + sigmoid focal loss of the weighted logits and its gradient w.r.t. (w1, w2).
 
-    With s = sum_k w_k L_k and p = sigmoid(s):
+    With s = sum_k w_k L_k, p = sigmoid(s), t the target:
     dice = 1 - (2 sum(p t) + 1) / (sum(p) + sum(t) + 1);
     focal = mean over pixels of alpha_t (1 - p_t)^2 BCE(s, t), alpha_t = 0.25 on the object.
-    One pass: the dice gradient's per-class factor depends on global sums, so the pass
-    collects sum(p), sum(p q dS/dw) per class and the focal terms, and they are combined after.
+
+    Both classes are handled by one formula in z = s (background) or z = -s (object):
+    a = sigmoid(z) is the probability of the wrong class, b = 1 - a, BCE = softplus(z), and
+    d focal / ds = (dz/ds) alpha_t a^2 (a + 2 b BCE), d p / ds = a b. The dice gradient's
+    per-class factor needs the global sums, so one pass collects sum(a), sum(a b dS/dw) and
+    the focal terms per class, combined at the end.
     """
-    w0, w1, w2 = full_weights(free)[:, 0]
-    sum_p = {True: 0.0, False: 0.0}
-    dice_dir = {True: torch.zeros(2, dtype=torch.float64), False: torch.zeros(2, dtype=torch.float64)}
+    w0, w1, w2 = (float(w) for w in full_weights(free)[:, 0].float())
+    workspace = workspace or _Workspace(min(_CHUNK, pixels.count))
+    sum_p = {}
+    dice_dir = {}
     focal_dir = torch.zeros(2, dtype=torch.float64)
     focal = 0.0
-    for is_target, maps, diffs in pixels.blocks:
+    for is_target, maps in pixels.blocks:
+        sign = -1.0 if is_target else 1.0  # dz/ds
+        alpha = FOCAL_ALPHA if is_target else 1 - FOCAL_ALPHA
+        wrong_sum = 0.0
+        per_map = torch.zeros(3, 2, dtype=torch.float64)  # sum over pixels of L_k * [dp/ds, dfocal/ds]
         for start in range(0, maps.shape[1], _CHUNK):
-            s = _combine(maps[:, start:start + _CHUNK], w0, w1, w2)
-            d = diffs[:, start:start + _CHUNK]
-            p = torch.sigmoid(s)
-            q = 1 - p
-            if is_target:  # p_t = p, BCE = softplus(-s)
-                ce = torch.nn.functional.softplus(-s)
-                focal += FOCAL_ALPHA * float((q * q * ce).sum(dtype=torch.float64))
-                dfocal = (q * q) * (2 * p * ce + q) * (-FOCAL_ALPHA)
-            else:  # p_t = 1 - p, BCE = softplus(s)
-                ce = torch.nn.functional.softplus(s)
-                focal += (1 - FOCAL_ALPHA) * float((p * p * ce).sum(dtype=torch.float64))
-                dfocal = (p * p) * (2 * q * ce + p) * (1 - FOCAL_ALPHA)
-            sum_p[is_target] += float(p.sum(dtype=torch.float64))
-            dice_dir[is_target] += (d @ (p * q)).double()
-            focal_dir += (d @ dfocal).double()
+            end = min(start + _CHUNK, maps.shape[1])
+            z, a, ce, aa, pair = workspace.views(end - start)
+            b, g = pair[0], pair[1]
+            # s in the order of the weighted sum over the three maps; z = sign * s exactly.
+            torch.mul(maps[0, start:end], w0 * sign, out=z)
+            z.add_(maps[1, start:end], alpha=w1 * sign).add_(maps[2, start:end], alpha=w2 * sign)
+            torch.sigmoid(z, out=a)
+            torch.sub(1.0, a, out=b)
+            torch.nn.functional.softplus(z, out=ce)  # BCE with logits, for either class
+            torch.mul(a, a, out=aa)
+            focal += alpha * float(torch.dot(aa, ce))
+            torch.addcmul(a, b, ce, value=2.0, out=g)
+            g.mul_(aa)
+            wrong_sum += float(a.sum(dtype=torch.float64))
+            b.mul_(a)  # now a b = dp/ds
+            per_map += torch.mm(maps[:, start:end], pair.t()).double()
+        # ds/dw_k = L_k - L_0 (w0 = 1 - w1 - w2), the same difference of sums autograd forms.
+        directions = per_map[1:] - per_map[0:1]
+        count = maps.shape[1]
+        sum_p[is_target] = count - wrong_sum if is_target else wrong_sum
+        dice_dir[is_target] = directions[:, 0]
+        focal_dir += directions[:, 1] * (sign * alpha)
     numerator = 2 * sum_p[True] + 1
     denominator = sum_p[True] + sum_p[False] + pixels.target_sum + 1
-    # d dice / d p_i = -(2 t_i D - N) / D^2, and dp/ds = p q.
+    # d dice / d p_i = -(2 t_i D - N) / D^2
     grad = (focal_dir / pixels.count
             - dice_dir[True] * (2 * denominator - numerator) / denominator ** 2
             + dice_dir[False] * numerator / denominator ** 2)
@@ -106,13 +129,14 @@ def fit_mask_weights(
     (1 - w1 - w2, w1, w2).
     """
     pixel_sets = [_PixelSet(logits, target) for logits, target in references]
+    workspace = _Workspace(min(_CHUNK, max(p.count for p in pixel_sets)))
     free = torch.nn.Parameter(initial_weights())
     optimizer = torch.optim.AdamW([free], lr=lr, eps=eps)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     for _ in range(steps):
         grad = torch.zeros(2, 1)
         for pixels in pixel_sets:
-            grad += loss_and_grad(pixels, free.detach())[1]
+            grad += loss_and_grad(pixels, free.detach(), workspace)[1]
         free.grad = grad / len(pixel_sets)
         optimizer.step()
         scheduler.step()
