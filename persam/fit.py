@@ -4,9 +4,12 @@ SAM is frozen and its inputs are fixed during fitting, so the three full-size lo
 are decoded once and the 1000 optimizer steps run on them. The loss and its gradient with
 respect to the two weights are computed by hand in one pass over the pixels (chunked so
 the working set stays in cache), instead of an autograd graph over millions of pixels;
-the update itself is torch's AdamW with its cosine schedule, as in the paper's code.
+the update is AdamW with a cosine schedule, as in the paper's code (the same arithmetic as
+torch's classes, without their import cost).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -115,6 +118,51 @@ def loss_and_grad(pixels: _PixelSet, free: torch.Tensor,
     return loss, grad.to(torch.float32).reshape(2, 1)
 
 
+class _AdamW:
+    """AdamW (decoupled weight decay) with a cosine-annealed learning rate, for one tensor.
+
+    The same float operations as ``torch.optim.AdamW`` (its CPU single-tensor update) driven
+    by ``CosineAnnealingLR`` (its recursive form), written out because building a torch
+    optimizer costs ~1 s of one-time imports per process, longer than the whole fit on
+    small images. Tested against torch's classes.
+    """
+
+    def __init__(self, param: torch.Tensor, lr: float, steps: int, eps: float,
+                 betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 1e-2) -> None:
+        self.param = param
+        self.base_lr = self.lr = lr
+        self.steps = steps
+        self.eps = eps
+        self.beta1, self.beta2 = betas
+        self.weight_decay = weight_decay
+        self.exp_avg = torch.zeros_like(param)
+        self.exp_avg_sq = torch.zeros_like(param)
+        self.step_count = 0
+        self.epoch = 0
+
+    def step(self, grad: torch.Tensor) -> None:
+        self.step_count += 1
+        self.param.mul_(1 - self.lr * self.weight_decay)
+        self.exp_avg.lerp_(grad, 1 - self.beta1)
+        self.exp_avg_sq.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
+        step = float(torch.tensor(float(self.step_count)))  # torch keeps the count as float32
+        bias_correction1 = 1 - self.beta1 ** step
+        bias_correction2 = 1 - self.beta2 ** step
+        denom = (self.exp_avg_sq.sqrt() / bias_correction2 ** 0.5).add_(self.eps)
+        self.param.addcdiv_(self.exp_avg, denom, value=-(self.lr / bias_correction1))
+        self._anneal()
+
+    def _anneal(self) -> None:
+        """CosineAnnealingLR(T_max=steps, eta_min=0).step(), recursive form."""
+        self.epoch += 1
+        t_max = self.steps
+        if (self.epoch - 1 - t_max) % (2 * t_max) == 0:
+            self.lr = self.lr + self.base_lr * (1 - math.cos(math.pi / t_max)) / 2
+        else:
+            self.lr = ((1 + math.cos(math.pi * self.epoch / t_max))
+                       / (1 + math.cos(math.pi * (self.epoch - 1) / t_max)) * self.lr)
+
+
 def fit_mask_weights(
     references: list[tuple[torch.Tensor, torch.Tensor]],
     steps: int = DEFAULT_STEPS,
@@ -130,14 +178,11 @@ def fit_mask_weights(
     """
     pixel_sets = [_PixelSet(logits, target) for logits, target in references]
     workspace = _Workspace(min(_CHUNK, max(p.count for p in pixel_sets)))
-    free = torch.nn.Parameter(initial_weights())
-    optimizer = torch.optim.AdamW([free], lr=lr, eps=eps)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    free = initial_weights()
+    optimizer = _AdamW(free, lr=lr, steps=steps, eps=eps)
     for _ in range(steps):
         grad = torch.zeros(2, 1)
         for pixels in pixel_sets:
-            grad += loss_and_grad(pixels, free.detach(), workspace)[1]
-        free.grad = grad / len(pixel_sets)
-        optimizer.step()
-        scheduler.step()
-    return full_weights(free.detach())[:, 0]
+            grad += loss_and_grad(pixels, free, workspace)[1]
+        optimizer.step(grad / len(pixel_sets))
+    return full_weights(free)[:, 0]

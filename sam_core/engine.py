@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .image_io import ImageLike, load_image
+from .runtime import tune_memory_allocator
 from .sam import Sam
 from .transforms import (postprocess_masks, preprocess_image, resized_shape, scale_boxes,
                          scale_coords)
@@ -46,7 +47,9 @@ class Decoded(NamedTuple):
 class SamEngine:
     """Encode images and decode prompts with a frozen SAM model."""
 
-    def __init__(self, sam: Sam) -> None:
+    def __init__(self, sam: Sam, tune_allocator: bool = True) -> None:
+        if tune_allocator:  # see runtime.py: large CPU tensors without page-fault churn
+            tune_memory_allocator()
         self.sam = sam.eval()
         for param in self.sam.parameters():
             param.requires_grad_(False)

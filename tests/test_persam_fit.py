@@ -85,3 +85,23 @@ def test_chunking_does_not_change_the_result(monkeypatch):
     monkeypatch.setattr(fit, "_CHUNK", 1000)  # many partial chunks
     chunked = fit_mask_weights([(logits, target)], steps=50)
     assert float((whole - chunked).abs().max()) < 1e-6
+
+
+def test_written_out_adamw_matches_torch():
+    from persam.fit import _AdamW
+
+    generator = torch.Generator().manual_seed(8)
+    grads = [torch.randn(2, 1, generator=generator) * 10 ** float(torch.randint(-4, 1, (1,), generator=generator))
+             for _ in range(400)]
+    ours = initial_weights()
+    optimizer = _AdamW(ours, lr=1e-3, steps=400, eps=1e-4)
+    theirs = torch.nn.Parameter(initial_weights())
+    reference = torch.optim.AdamW([theirs], lr=1e-3, eps=1e-4)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(reference, 400)
+    for grad in grads:
+        optimizer.step(grad)
+        theirs.grad = grad.clone()
+        reference.step()
+        schedule.step()
+        assert optimizer.lr == pytest.approx(schedule.get_last_lr()[0], rel=1e-12, abs=1e-18)
+    assert torch.equal(ours, theirs.detach())
