@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 FOCAL_ALPHA = 0.25
@@ -163,26 +164,140 @@ class _AdamW:
                        / (1 + math.cos(math.pi * (self.epoch - 1) / t_max)) * self.lr)
 
 
+_DEGREE = 8  # Chebyshev degree per axis of the gradient model
+_ANALYTIC_MARGIN = 4.0  # box half-width = 1 / (margin * q), q bounds how fast pixels' logits move
+_TOLERANCE = 1e-6  # accepted model error, relative to the gradient's size in the box
+_MIN_HALF_WIDTH = 0.02  # ~20 optimizer steps at the initial learning rate
+
+
+def _chebyshev_nodes(count: int) -> np.ndarray:
+    return np.cos(np.pi * (np.arange(count) + 0.5) / count)
+
+
+def _chebyshev_basis(x: float, count: int) -> np.ndarray:
+    values = np.empty(count)
+    values[0] = 1.0
+    if count > 1:
+        values[1] = x
+    for m in range(2, count):
+        values[m] = 2 * x * values[m - 1] - values[m - 2]
+    return values
+
+
+class _GradientModel:
+    """The exact gradient, or a Chebyshev interpolant of it where that is as good.
+
+    The gradient is an analytic function of the two weights: with s_i = L0_i + w . d_i, the
+    nearest complex singularity of pixel i's terms (sigmoid/softplus poles at s = +-i pi) lies
+    at a distance of at least sqrt(s_i^2 + pi^2) / |d_i| in w. On a square box of half-width
+    1 / (4 q), q = max_i |d_i| / sqrt(s_i^2 + pi^2) at the box centre, a degree-8 tensor
+    Chebyshev interpolant of the exactly evaluated gradient is accurate to ~1e-8 relative.
+    Each box is checked against one more exact evaluation inside it (rejected and shrunk if
+    off by more than 1e-6 of the gradient's size there), and a step outside every box is
+    exact. Where boxes would cost more than exact steps (logits that move fast with the
+    weights), it falls back to exact evaluation for good, so it is never more than ~2x the
+    exact cost and usually a small fraction of it.
+    """
+
+    def __init__(self, pixel_sets: list[_PixelSet], workspace: _Workspace, steps: int) -> None:
+        self.pixel_sets = pixel_sets
+        self.workspace = workspace
+        self.budget = steps  # exact evaluations we allow ourselves to spend on boxes
+        self.evaluations = 0
+        self.box: tuple[np.ndarray, float, np.ndarray] | None = None  # centre, half-width, coefficients
+        self.exact_only = False
+        count = _DEGREE + 1
+        self.nodes = _chebyshev_nodes(count)
+        self.node_basis = np.stack([_chebyshev_basis(x, count) for x in self.nodes])  # (node, m)
+
+    def exact(self, weights: np.ndarray) -> np.ndarray:
+        self.evaluations += 1
+        free = torch.tensor(weights, dtype=torch.float32).reshape(2, 1)
+        grad = sum(loss_and_grad(pixels, free, self.workspace)[1] for pixels in self.pixel_sets)
+        return (grad / len(self.pixel_sets)).double().numpy().reshape(2)
+
+    def __call__(self, free: torch.Tensor) -> torch.Tensor:
+        weights = free.double().numpy().reshape(2)
+        if not self.exact_only:
+            if self.box is None or np.abs(weights - self.box[0]).max() > self.box[1]:
+                self._build(weights)
+            if self.box is not None and np.abs(weights - self.box[0]).max() <= self.box[1]:
+                return torch.tensor(self._interpolate(weights), dtype=torch.float32).reshape(2, 1)
+        return torch.tensor(self.exact(weights), dtype=torch.float32).reshape(2, 1)
+
+    def _speed(self, weights: np.ndarray) -> float:
+        """max over pixels of |d_i| / sqrt(s_i^2 + pi^2): how fast logits approach a singularity."""
+        w0, w1, w2 = 1.0 - weights.sum(), weights[0], weights[1]
+        fastest = 0.0
+        for pixels in self.pixel_sets:
+            for _, maps in pixels.blocks:
+                for start in range(0, maps.shape[1], _CHUNK):
+                    chunk = maps[:, start:start + _CHUNK]
+                    logits = chunk[0] * w0 + chunk[1] * w1 + chunk[2] * w2
+                    speed = torch.hypot(chunk[1] - chunk[0], chunk[2] - chunk[0])
+                    fastest = max(fastest, float((speed / torch.sqrt(logits * logits + math.pi ** 2)).max()))
+        return fastest
+
+    def _build(self, centre: np.ndarray) -> None:
+        self.box = None
+        cost = (_DEGREE + 1) ** 2 + 1
+        if self.evaluations + cost > self.budget:
+            self.exact_only = True
+            return
+        half_width = min(1.0 / (_ANALYTIC_MARGIN * max(self._speed(centre), 1e-6)), 0.5)
+        if half_width < _MIN_HALF_WIDTH:  # a box would last only a few steps: not worth 82 passes
+            self.exact_only = True
+            return
+        for _ in range(2):
+            if self.evaluations + cost > self.budget:
+                self.exact_only = True
+                return
+            samples = np.empty((_DEGREE + 1, _DEGREE + 1, 2))
+            for j, x in enumerate(self.nodes):
+                for k, y in enumerate(self.nodes):
+                    samples[j, k] = self.exact(centre + half_width * np.array([x, y]))
+            # c_mn = (2/N)^2 sum_jk f(x_j, y_k) T_m(x_j) T_n(y_k), first terms halved.
+            count = _DEGREE + 1
+            coefficients = np.einsum("jm,kn,jkc->mnc", self.node_basis, self.node_basis, samples) * (2 / count) ** 2
+            coefficients[0] /= 2
+            coefficients[:, 0] /= 2
+            self.box = (centre, half_width, coefficients)
+            probe = centre + half_width * np.array([0.37, -0.61])  # off the node grid
+            error = np.abs(self._interpolate(probe) - self.exact(probe)).max()
+            scale = np.abs(samples).max()
+            if error <= _TOLERANCE * scale + 1e-12:
+                return
+            self.box = None
+            half_width /= 4
+
+    def _interpolate(self, weights: np.ndarray) -> np.ndarray:
+        centre, half_width, coefficients = self.box
+        x, y = (weights - centre) / half_width
+        count = _DEGREE + 1
+        return np.einsum("m,n,mnc->c", _chebyshev_basis(x, count), _chebyshev_basis(y, count), coefficients)
+
+
 def fit_mask_weights(
     references: list[tuple[torch.Tensor, torch.Tensor]],
     steps: int = DEFAULT_STEPS,
     lr: float = DEFAULT_LR,
     eps: float = DEFAULT_EPS,
+    exact: bool = False,
 ) -> torch.Tensor:
     """Fit PerSAM-F's weights on cached decoder outputs.
 
     references: (logits, target) pairs with logits (3, H, W) full-size multimask logits of the
     reference image decoded from its positive location prior, and target (H, W) its mask.
     With several references the loss is their mean. Returns the (3,) weights
-    (1 - w1 - w2, w1, w2).
+    (1 - w1 - w2, w1, w2). ``exact=True`` evaluates the full-resolution gradient at every
+    step instead of using the verified interpolant of :class:`_GradientModel`.
     """
     pixel_sets = [_PixelSet(logits, target) for logits, target in references]
     workspace = _Workspace(min(_CHUNK, max(p.count for p in pixel_sets)))
+    model = _GradientModel(pixel_sets, workspace, steps)
+    model.exact_only = exact
     free = initial_weights()
     optimizer = _AdamW(free, lr=lr, steps=steps, eps=eps)
     for _ in range(steps):
-        grad = torch.zeros(2, 1)
-        for pixels in pixel_sets:
-            grad += loss_and_grad(pixels, free, workspace)[1]
-        optimizer.step(grad / len(pixel_sets))
+        optimizer.step(model(free))
     return full_weights(free)[:, 0]

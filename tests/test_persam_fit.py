@@ -105,3 +105,38 @@ def test_written_out_adamw_matches_torch():
         schedule.step()
         assert optimizer.lr == pytest.approx(schedule.get_last_lr()[0], rel=1e-12, abs=1e-18)
     assert torch.equal(ours, theirs.detach())
+
+
+def smooth_case(seed, size, scale):
+    """Logits shaped like SAM's: low-resolution maps upsampled to full size."""
+    generator = torch.Generator().manual_seed(seed)
+    low = torch.randn(1, 3, max(size[0] // 8, 2), max(size[1] // 8, 2), generator=generator) * scale
+    logits = F.interpolate(low, size=size, mode="bilinear", align_corners=False)[0]
+    target = torch.zeros(size, dtype=torch.bool)
+    target[size[0] // 4: 3 * size[0] // 4, size[1] // 5: 3 * size[1] // 5] = True
+    return logits, target
+
+
+@pytest.mark.parametrize("scale", [0.3, 1.0, 4.0, 30.0])
+def test_gradient_model_matches_exact_fit(scale):
+    references = [smooth_case(int(scale * 10), (160, 200), scale)]
+    modelled = fit_mask_weights(references, steps=1000)
+    exact = fit_mask_weights(references, steps=1000, exact=True)
+    assert float((modelled - exact).abs().max()) < 1e-6
+
+
+def test_gradient_model_interpolates_within_tolerance():
+    from persam.fit import _GradientModel, _Workspace
+
+    pixels = _PixelSet(*smooth_case(11, (120, 120), 2.0))
+    model = _GradientModel([pixels], _Workspace(pixels.count), steps=1000)
+    start = initial_weights()
+    model(start)  # builds the first box around the start
+    assert model.box is not None and not model.exact_only
+    centre, half_width, _ = model.box
+    rng = np.random.default_rng(0)
+    for offset in rng.uniform(-half_width, half_width, size=(5, 2)):
+        point = torch.tensor(centre + offset, dtype=torch.float32).reshape(2, 1)
+        exact = loss_and_grad(pixels, point)[1]
+        approx = model(point)
+        assert float((approx - exact).abs().max()) <= 1e-5 * float(exact.abs().max()) + 1e-9
