@@ -5,7 +5,8 @@
         [--official-steps 20] [--fit-steps 1000] [--json bench_official.json]
     python scripts/bench_official.py --checkpoint mobile_sam.pt ...
 
-Both sides load the same checkpoint file on the same machine, in the same process:
+Both sides load the same checkpoint file on the same machine, in the same run; the paper's flow
+runs in a child process of its own (as its users run it, without persam's allocator tuning):
 
 * official: ``tests/official_flow.py``, a re-creation of the paper's ``persam.py`` /
   ``persam_f.py`` (ZrrSkywalker/Personalize-SAM) on the official SAM / MobileSAM modules
@@ -33,7 +34,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -96,12 +99,9 @@ def make_random_checkpoint(kind: str, folder: Path, seed: int) -> Path:
     return path
 
 
-def load_models(checkpoint: Path, device: str) -> Tuple[torch.nn.Module, Sam, str]:
-    """(official model, our model, description) from one checkpoint file.
-
-    The official model's encoder hyper-parameters are read from the checkpoint's shapes, so
-    reduced ViTs work too; strict loading on both sides catches any mismatch.
-    """
+def load_official_model(checkpoint: Path, device: str) -> torch.nn.Module:
+    """The official SAM for a checkpoint; encoder hyper-parameters read from its shapes, so
+    reduced ViTs work too; strict loading catches any mismatch."""
     found_type, config = infer_config(read_state_dict(checkpoint))
     if found_type == "vit_t":
         official = build_official_sam("vit_t")
@@ -114,9 +114,13 @@ def load_models(checkpoint: Path, device: str) -> Tuple[torch.nn.Module, Sam, st
         base = found_type if found_type in VIT_CONFIGS else "vit_b"
         official = build_official_sam(base, **overrides)
     # load_official_checkpoint re-calls .eval() (TinyViT caches its attention biases there).
-    official = load_official_checkpoint(official, checkpoint).to(device)
+    return load_official_checkpoint(official, checkpoint).to(device)
+
+
+def load_models(checkpoint: Path, device: str) -> Tuple[torch.nn.Module, Sam, str]:
+    """(official model, our model, model type) from one checkpoint file."""
     ours = build_sam("auto", checkpoint, device=device)
-    return official, ours, found_type
+    return load_official_model(checkpoint, device), ours, ours.model_type
 
 
 # ------------------------------------------------------------------------------------------
@@ -133,11 +137,32 @@ def object_paths(data: Path, name: str, ref_idx: str) -> Tuple[Path, Path, List[
     return ref_image, ref_mask, images
 
 
-def warm_up(official: torch.nn.Module, ours: Sam, image: Path) -> None:
-    """One encode + decode per side: first calls pay one-off allocation / lazy-init costs."""
+def warm_up_official(official: torch.nn.Module, image: Path) -> None:
+    """One encode + decode: first calls pay one-off allocation / lazy-init costs."""
     predictor = official_flow.OfficialPredictor(official)
     predictor.set_image(official_flow.read_rgb(image))
     predictor.predict(point_coords=np.array([[10, 10]]), point_labels=np.array([1]))
+
+
+def run_official(official: torch.nn.Module, ref_image: Path, ref_mask: Path, images: List[Path],
+                 official_steps: int, with_persam_f: bool) -> Dict[str, Any]:
+    """The paper's flows on one object: seconds, per-stage seconds and results."""
+    out: Dict[str, Any] = {}
+    stages: Dict[str, float] = {}
+    start = time.perf_counter()
+    results = official_flow.official_persam(official, ref_image, ref_mask, images, timings=stages)
+    out["persam"] = (time.perf_counter() - start, stages, results)
+    if with_persam_f:
+        stages_f: Dict[str, float] = {}
+        start = time.perf_counter()
+        weights, results_f = official_flow.official_persam_f(
+            official, ref_image, ref_mask, images, steps=official_steps, timings=stages_f)
+        out["persam_f"] = (time.perf_counter() - start, stages_f, weights, results_f)
+    return out
+
+
+def warm_up(ours: Sam, image: Path) -> None:
+    """One encode + decode of ours."""
     persam = PerSAM(ours)
     _, embedding = persam.embed(image)
     persam.engine.decode(embedding, points=[[10, 10]], labels=[1], multimask=True)
@@ -159,14 +184,10 @@ def parity(official: List[official_flow.FlowResult], ours: list, images: List[Pa
     return rows
 
 
-def bench_persam(official: torch.nn.Module, ours: Sam, ref_image: Path, ref_mask: Path,
+def bench_persam(official_run: tuple, ours: Sam, ref_image: Path, ref_mask: Path,
                  images: List[Path]) -> Dict[str, Any]:
-    """(a) PerSAM end to end on one object, both sides, plus mask parity."""
-    official_stages: Dict[str, float] = {}
-    start = time.perf_counter()
-    official_results = official_flow.official_persam(official, ref_image, ref_mask, images,
-                                                     timings=official_stages)
-    official_seconds = time.perf_counter() - start
+    """(a) PerSAM end to end on one object: ours timed here, the official run given, parity."""
+    official_seconds, official_stages, official_results = official_run
 
     persam = PerSAM(ours)  # fresh embedding cache: nothing carried over from other runs
     timer = StageTimer()
@@ -195,14 +216,10 @@ def our_reference_logits(persam: PerSAM, concept_feature: torch.Tensor, ref_imag
     return decoded.high_res_logits.cpu(), torch.from_numpy(mask)
 
 
-def bench_persam_f(official: torch.nn.Module, ours: Sam, ref_image: Path, ref_mask: Path,
+def bench_persam_f(official_run: tuple, ours: Sam, ref_image: Path, ref_mask: Path,
                    images: List[Path], official_steps: int, fit_steps: int) -> Dict[str, Any]:
-    """(b) PerSAM-F fitting cost and (c) PerSAM-F parity on one object."""
-    official_stages: Dict[str, float] = {}
-    start = time.perf_counter()
-    official_weights, official_results = official_flow.official_persam_f(
-        official, ref_image, ref_mask, images, steps=official_steps, timings=official_stages)
-    official_total = time.perf_counter() - start
+    """(b) PerSAM-F fitting cost and (c) PerSAM-F parity on one object (official run given)."""
+    official_total, official_stages, official_weights, official_results = official_run
     official_fit = official_stages["fit"]
     per_step = official_fit / official_steps
     official_fit_extrapolated = per_step * fit_steps
@@ -329,6 +346,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, help="write all numbers to this JSON file")
+    parser.add_argument("--official-only-dump", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.official_steps < 1 or args.fit_steps < 1:
@@ -340,9 +358,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     names = [n for n in args.objects.split(",") if n] or sorted(
         p.name for p in (args.data / "Images").iterdir() if p.is_dir())
 
+    if args.official_only_dump:  # child process: the paper's flows only, results pickled
+        official = load_official_model(args.checkpoint, args.device)
+        warm_up_official(official, object_paths(args.data, names[0], args.ref_idx)[0])
+        runs = {name: run_official(official, *object_paths(args.data, name, args.ref_idx),
+                                   args.official_steps, not args.skip_persam_f) for name in names}
+        with open(args.official_only_dump, "wb") as stream:
+            pickle.dump(runs, stream)
+        return 0
+
     with tempfile.TemporaryDirectory(prefix="bench_official_") as tmp:
         checkpoint = args.checkpoint or make_random_checkpoint(args.random, Path(tmp), args.seed)
+        # The paper's code runs in a process of its own, as its users run it: persam tunes the
+        # process's allocator (sam_core/runtime.py), which would speed the official code up too.
+        print("official flows (separate process) ...", file=sys.stderr, flush=True)
+        dump = Path(tmp) / "official.pkl"
+        child = [sys.executable, str(Path(__file__).resolve()), "--checkpoint", str(checkpoint),
+                 "--data", str(args.data), "--objects", ",".join(names), "--ref-idx", args.ref_idx,
+                 "--official-steps", str(args.official_steps), "--device", args.device,
+                 "--threads", str(args.threads), "--official-only-dump", str(dump)]
+        if args.skip_persam_f:
+            child.append("--skip-persam-f")
+        subprocess.run(child, check=True)
+        with open(dump, "rb") as stream:
+            official_runs = pickle.load(stream)
         official, ours, model_type = load_models(checkpoint, args.device)
+        del official
         report: Dict[str, Any] = {"config": {
             "checkpoint": str(args.checkpoint) if args.checkpoint else
             f"random {args.random} seed {args.seed}",
@@ -355,17 +396,18 @@ def main(argv: Optional[List[str]] = None) -> int:
                              f"scaled linearly to {args.fit_steps}",
         }, "objects": {}}
         first_ref = object_paths(args.data, names[0], args.ref_idx)[0]
-        warm_up(official, ours, first_ref)
+        warm_up(ours, first_ref)
         for name in names:
             ref_image, ref_mask, images = object_paths(args.data, name, args.ref_idx)
             print(f"[{name}] PerSAM ...", file=sys.stderr, flush=True)
-            entry: Dict[str, Any] = {"persam": bench_persam(official, ours, ref_image, ref_mask,
-                                                            images)}
+            entry: Dict[str, Any] = {"persam": bench_persam(official_runs[name]["persam"], ours,
+                                                            ref_image, ref_mask, images)}
             if not args.skip_persam_f:
                 print(f"[{name}] PerSAM-F (official K={args.official_steps}) ...",
                       file=sys.stderr, flush=True)
-                entry["persam_f"] = bench_persam_f(official, ours, ref_image, ref_mask, images,
-                                                   args.official_steps, args.fit_steps)
+                entry["persam_f"] = bench_persam_f(official_runs[name]["persam_f"], ours, ref_image,
+                                                   ref_mask, images, args.official_steps,
+                                                   args.fit_steps)
             report["objects"][name] = entry
 
     print_report(report)
