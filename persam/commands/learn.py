@@ -10,8 +10,7 @@ HELP = "learn a concept from a reference image and mask and save it to a small f
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("learn", help=HELP, description=HELP + ".",
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = subparsers.add_parser("learn", help=HELP, description=HELP + ".")
     add_model_args(parser)
     parser.add_argument("--ref-image", required=True, action="append", metavar="IMG",
                         help="reference image (repeat with --ref-mask for few-shot learning)")

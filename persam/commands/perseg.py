@@ -15,12 +15,12 @@ HELP = "segment every object of a PerSeg-layout folder from its reference image,
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "perseg", help=HELP,
-        description=HELP + ". Writes OUT/<object>/NN.png (0/255) and OUT/results.json.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description=HELP + ". Writes OUT/<object>/NN.png (0/255) and OUT/results.json.")
     parser.add_argument("--data", required=True, metavar="DIR",
                         help="PerSeg root with Images/<object>/NN.jpg and Annotations/<object>/NN.png")
     add_model_args(parser)
-    parser.add_argument("--ref-idx", default="00", help="index of the reference image of each object")
+    parser.add_argument("--ref-idx", default="00",
+                        help="index of the reference image of each object (default: 00)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--no-eval", action="store_true", help="only write masks, do not score them")
     parser.set_defaults(func=run)

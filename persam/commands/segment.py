@@ -13,8 +13,7 @@ HELP = "segment your object in images, from a reference image+mask or a saved co
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "segment", help=HELP, description=HELP + ". Masks are written as OUT/<image name>.png (0/255).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "segment", help=HELP, description=HELP + ". Masks are written as OUT/<image name>.png (0/255).")
     add_model_args(parser)
     ref = parser.add_argument_group("what to look for (a reference pair or a concept)")
     ref.add_argument("--ref-image", metavar="IMG", help="reference image showing your object")
