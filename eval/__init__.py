@@ -31,6 +31,7 @@ from .metrics import (
 )
 from .perseg import (
     ImageCounts,
+    PAPER_EXCLUDED_OBJECTS,
     ObjectScore,
     PerSegScores,
     evaluate_perseg,
@@ -48,6 +49,7 @@ __all__ = [
     "disk",
     "db_statistics",
     "ImageCounts",
+    "PAPER_EXCLUDED_OBJECTS",
     "ObjectScore",
     "PerSegScores",
     "image_counts",

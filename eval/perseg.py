@@ -83,13 +83,15 @@ class ObjectScore:
 
 @dataclass
 class PerSegScores:
-    """PerSeg results; every number is in percent."""
+    """PerSeg results; every number is in percent. ``excluded``: objects of the folder that
+    were not scored (see :data:`PAPER_EXCLUDED_OBJECTS`)."""
 
     miou: float
     macc: float
     mean_image_iou: float
     per_object: dict[str, ObjectScore] = field(default_factory=dict)
     per_image: dict[str, float] = field(default_factory=dict)  # "<object>/<index>" -> IoU
+    excluded: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         """Plain-JSON form: ``miou``, ``macc``, ``mean_image_iou``, ``per_object``, ``per_image``."""
@@ -102,6 +104,7 @@ class PerSegScores:
                 for name, score in self.per_object.items()
             },
             "per_image": dict(self.per_image),
+            "excluded_objects": list(self.excluded),
         }
 
     def format_table(self) -> str:
@@ -114,6 +117,8 @@ class PerSegScores:
         lines.append(f"mIoU: {self.miou:.2f}")
         lines.append(f"mAcc: {self.macc:.2f}")
         lines.append(f"mean per-image IoU: {self.mean_image_iou:.2f}")
+        if self.excluded:
+            lines.append(f"not scored, as in the paper's eval_miou.py: {', '.join(self.excluded)}")
         return "\n".join(lines)
 
 
@@ -151,11 +156,17 @@ def perseg_scores(counts: Iterable[ImageCounts]) -> PerSegScores:
     )
 
 
+# The paper's eval_miou.py skips these PerSeg objects; its published mIoU averages the rest.
+PAPER_EXCLUDED_OBJECTS = ("physics_mug", "clock", "pink_sunglasses", "cat2", "red_teapot",
+                          "mug_skulls", "flower", "vase")
+
+
 def evaluate_perseg(
     pred_dir: str | os.PathLike,
     gt_root: str | os.PathLike,
     ref_idx: str = "00",
     progress: bool = False,
+    exclude: Iterable[str] = PAPER_EXCLUDED_OBJECTS,
 ) -> PerSegScores:
     """Score predicted masks ``pred_dir/<object>/NN.png`` against a PerSeg folder.
 
@@ -163,15 +174,19 @@ def evaluate_perseg(
     have a prediction of the same size as its annotation; any nonzero pixel is
     foreground (palette, grayscale and RGB PNGs alike). A missing, unreadable or
     wrong-size prediction raises PredictionError naming the object and image.
-    Predictions for the reference image or for unknown objects are ignored.
+    Predictions for the reference image or for unknown objects are ignored. Objects named in
+    ``exclude`` are not scored (default: the eight the paper's eval_miou.py skips, so the mean
+    matches its published protocol; pass ``()`` to score every object).
     """
     dataset = PerSegDataset(gt_root, ref_idx=ref_idx)
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise PredictionError(f"prediction folder {pred_dir} does not exist")
 
+    excluded = tuple(name for name in dataset.objects if name in set(exclude))
     counts: list[ImageCounts] = []
-    for name in tqdm(dataset.objects, desc="PerSeg eval", unit="object", disable=not progress):
+    scored = [name for name in dataset.objects if name not in excluded]
+    for name in tqdm(scored, desc="PerSeg eval", unit="object", disable=not progress):
         test_samples = dataset.test_samples(name)
         if not test_samples:
             raise PredictionError(
@@ -194,4 +209,6 @@ def evaluate_perseg(
                     f"but its ground truth ({sample.mask_path}) is {gt.shape[1]}x{gt.shape[0]} (width x height)"
                 )
             counts.append(image_counts(name, sample.index, pred, gt))
-    return perseg_scores(counts)
+    scores = perseg_scores(counts)
+    scores.excluded = excluded
+    return scores

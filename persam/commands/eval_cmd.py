@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     perseg.add_argument("--ref-idx", default="00", metavar="NN",
                         help="index of each object's reference image, not scored (default: 00)")
     perseg.add_argument("--json", type=Path, metavar="FILE", help="also write the scores as JSON")
+    perseg.add_argument("--all-objects", action="store_true",
+                        help="score every object (default: skip the eight objects the paper's "
+                             "eval_miou.py skips, so mIoU follows its protocol)")
     perseg.set_defaults(func=run_perseg)
 
     davis = targets.add_parser(
@@ -51,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_perseg(args: argparse.Namespace) -> int:
     from persam_eval import evaluate_perseg, write_json_atomic
 
-    scores = evaluate_perseg(args.pred, args.gt, ref_idx=args.ref_idx, progress=True)
+    scores = evaluate_perseg(args.pred, args.gt, ref_idx=args.ref_idx, progress=True,
+                             **({"exclude": ()} if args.all_objects else {}))
     print(scores.format_table())
     if args.json is not None:
         write_json_atomic(args.json, scores.to_dict())

@@ -23,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="index of the reference image of each object (default: 00)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--no-eval", action="store_true", help="only write masks, do not score them")
+    parser.add_argument("--all-objects", action="store_true",
+                        help="score every object (default: skip the eight objects the paper's "
+                             "eval_miou.py skips; their masks are still written)")
     parser.set_defaults(func=run)
 
 
@@ -61,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if args.no_eval:
         print(f"wrote {total} masks to {out} in {elapsed:.1f} s")
         return 0
-    scores = evaluate_perseg(out, args.data, ref_idx=args.ref_idx)
+    scores = evaluate_perseg(out, args.data, ref_idx=args.ref_idx,
+                             **({"exclude": ()} if args.all_objects else {}))
     results = {**scores.to_dict(), "method": persam.method, "model": persam.model_type,
                "checkpoint": str(args.checkpoint), "timing": timing}
     save_json(out / "results.json", results)
