@@ -22,6 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ref-idx", default="00",
                         help="index of the reference image of each object (default: 00)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--overlay", action="store_true",
+                        help="also write OUT/<object>/NN_overlay.jpg with the mask and prompts drawn")
     parser.add_argument("--no-eval", action="store_true", help="only write masks, do not score them")
     parser.add_argument("--all-objects", action="store_true",
                         help="score every object (default: skip the eight objects the paper's "
@@ -30,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from persam.io import save_json, save_mask_png
+    from persam.io import save_image, save_json, save_mask_png
+    from persam.overlay import draw_overlay
     from persam_datasets import PerSegDataset
     from persam_eval import evaluate_perseg
 
@@ -53,9 +56,13 @@ def run(args: argparse.Namespace) -> int:
             with timer("learn"):
                 concept = persam.learn(image, mask, name=name)
             for sample in dataset.samples(name):
+                image = sample.read_image()
                 with timer("segment"):
-                    result = persam.segment(sample.image_path, concept)
+                    result = persam.segment(image, concept)
                 save_mask_png(out / name / f"{sample.index}.png", result.mask)
+                if args.overlay:
+                    picture = draw_overlay(image, result.mask, result.points, result.labels, result.box)
+                    save_image(out / name / f"{sample.index}_overlay.jpg", picture)
                 progress.update(1)
             persam.cache.clear()
     elapsed = time.perf_counter() - start
