@@ -137,8 +137,9 @@ class PerSAM:
     # -- segmentation --------------------------------------------------------------------
     def check_concept(self, concept: Concept) -> None:
         if concept.model_type != self.model_type:
-            raise ConceptError(f"concept {concept.name or ''} was learned with SAM {concept.model_type}, "
-                               f"but this model is {self.model_type}".replace("concept  ", "concept "))
+            label = f"concept '{concept.name}'" if concept.name else "concept"
+            raise ConceptError(f"{label} was learned with SAM {concept.model_type}, "
+                               f"but this model is {self.model_type}")
         if concept.fingerprint != self.fingerprint:
             warnings.warn("concept was learned with a different checkpoint of the same model type; "
                           "results may be poor", stacklevel=3)
