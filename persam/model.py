@@ -21,6 +21,7 @@ from .masks import MaskLike, load_mask, mask_box
 from .prior import (MASK_FILL_IMAGE, attention_guidance, best_and_worst_points,
                     max_mean_embedding, reference_grid, mean_embedding, normalized,
                     similarity_map, target_cells)
+from .refine import cascaded_refinement
 
 
 @dataclass
@@ -231,25 +232,15 @@ class PerSAM:
     def _cascade(self, embedding: ImageEmbedding, points: np.ndarray, labels: np.ndarray,
                  mask_input: torch.Tensor, first_box: np.ndarray | None,
                  earlier: Callable[[], Segmentation]) -> Segmentation:
-        """Cascaded post-refinement (SPEC 3.6): two multimask decodes, each fed the previous
-        low-res logits; the second (and with PerSAM-F the first too) also gets the box of the
-        previous mask. The best-scoring mask wins at each step. If a mask that should give a
-        box is empty, the cascade stops with the last non-empty result (or an empty mask)."""
-        box = first_box
-        current: Segmentation | None = None
-        for step in range(2):
-            if step == 1:
-                box = mask_box(current.mask)
-                if box is None:
-                    fallback = earlier()
-                    return fallback if not fallback.empty else self._empty(embedding, points, labels)
-            decoded = self.engine.decode(embedding, points, labels, box=box, mask_input=mask_input,
-                                         multimask=True, high_res=False)
-            best = int(torch.argmax(decoded.scores))
-            current = self._result(embedding, decoded.low_res_logits[best], decoded.scores[best], points,
-                                   labels, box=box)
-            mask_input = decoded.low_res_logits[best: best + 1]
-        return current
+        """SPEC 3.6 steps 2-3; if a mask that should give a box is empty, the last non-empty
+        result (``earlier()``), or an empty mask."""
+        refined = cascaded_refinement(self.engine.decode, self.engine.upsample, embedding, points,
+                                      labels, mask_input, first_box)
+        if refined is None:
+            fallback = earlier()
+            return fallback if not fallback.empty else self._empty(embedding, points, labels)
+        return self._result(embedding, refined.low_res_logits, refined.score, points, labels,
+                            box=refined.box, logits=refined.logits)
 
 
 class PerSAMF(PerSAM):

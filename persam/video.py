@@ -49,6 +49,7 @@ from .fit import DEFAULT_STEPS, fit_mask_weights
 from .masks import mask_box
 from .prior import (MASK_FILL_VIDEO, mask_to_feature_grid, max_mean_embedding, normalized,
                     similarity_map, target_cells)
+from .refine import cascaded_refinement
 
 __all__ = ["Tracker", "VIDEO_METHODS", "DEFAULT_TOP_K", "DEFAULT_BOX_MARGIN", "object_ids",
            "expand_box", "top_k_points", "largest_mask_index", "compose_label_map",
@@ -340,22 +341,11 @@ class Tracker:
     def _refine(self, embedding: ImageEmbedding, points: np.ndarray, labels: np.ndarray,
                 mask_input: torch.Tensor, box: np.ndarray | None,
                 fallback: torch.Tensor | None) -> torch.Tensor | None:
-        """SPEC 3.6 steps 2-3 from (256, 256) low-res logits; returns full-size logits.
-
-        If the step-2 mask is empty there is no box for step 3: return ``fallback`` (the last
-        non-empty full-size logits, or None)."""
-        second = self._decode(embedding, points=points, labels=labels, box=box,
-                              mask_input=mask_input[None], multimask=True, high_res=False)
-        best = int(torch.argmax(second.scores))
-        second_logits = self.engine.upsample(embedding, second.low_res_logits[best])
-        second_box = mask_box((second_logits > 0).cpu().numpy())
-        if second_box is None:
-            return fallback
-        third = self._decode(embedding, points=points, labels=labels, box=second_box,
-                             mask_input=second.low_res_logits[best: best + 1], multimask=True,
-                             high_res=False)
-        best = int(torch.argmax(third.scores))
-        return self.engine.upsample(embedding, third.low_res_logits[best])
+        """SPEC 3.6 steps 2-3 from (256, 256) low-res logits; returns full-size logits, or
+        ``fallback`` (the last non-empty full-size logits, or None) if step 2's mask is empty."""
+        refined = cascaded_refinement(self._decode, self.engine.upsample, embedding, points, labels,
+                                      mask_input[None], box)
+        return fallback if refined is None else refined.logits
 
     # -- whole videos --------------------------------------------------------------------
     def track(self, frames: Iterable[ImageLike], label_map: np.ndarray) -> Iterator[np.ndarray]:
