@@ -40,9 +40,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -57,6 +56,7 @@ from reference import (VIT_CONFIGS, build_official_sam, load_official_checkpoint
                        save_random_checkpoint)
 
 from persam import PerSAM, PerSAMF, build_sam  # noqa: E402
+from persam.commands.common import StageTimer  # noqa: E402
 from persam.fit import fit_mask_weights  # noqa: E402
 from persam.masks import load_mask  # noqa: E402
 from persam.prior import best_and_worst_points, similarity_map  # noqa: E402
@@ -67,21 +67,6 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "perseg-mini"
 #: ``--random`` choices: official types plus a reduced ViT (vit_b layout) for quick runs.
 RANDOM_TYPES = ("vit_t", "vit_b", "vit_l", "vit_h", "small_vit")
 SMALL_VIT = dict(embed_dim=96, depth=4, num_heads=2, global_attn_indexes=(1, 3))
-
-
-class StageTimer:
-    """``timer(stage)`` context manager accumulating seconds per stage (persam's hook)."""
-
-    def __init__(self) -> None:
-        self.seconds: Dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
 # ------------------------------------------------------------------------------------------
