@@ -10,6 +10,7 @@ Readers
     ``imread``, and so the paper's code, sees).
     :func:`read_mask` - (H, W) bool, any nonzero value is the object; same EXIF rule.
     :func:`read_label_map` - (H, W) uint8 object ids (palette indices or gray values).
+    :func:`read_palette` - the RGB palette of a palette image (None for other modes).
     :func:`read_image_size` - (H, W) of the upright image without decoding pixels.
     A file that cannot be read raises :class:`ImageReadError` (or its subclass
     :class:`MaskReadError`) naming the file; no other exception type escapes a reader.
@@ -20,14 +21,14 @@ Writers (temp file in the same folder, fsync, rename; file mode as a plain ``ope
 """
 from .errors import FileReadError, ImageReadError, MaskReadError
 from .readers import (IMAGE_SUFFIXES, ImageLike, MaskLike, is_image_file, list_images, read_image,
-                      read_image_size, read_label_map, read_mask, to_rgb_array)
+                      read_image_size, read_label_map, read_mask, read_palette, to_rgb_array)
 from .writers import (atomic_write, json_safe, save_image, save_label_png, save_mask_png,
                       voc_palette, write_bytes, write_json, write_text)
 
 __all__ = [
     "FileReadError", "ImageReadError", "MaskReadError",
     "IMAGE_SUFFIXES", "ImageLike", "MaskLike", "is_image_file", "list_images", "read_image",
-    "read_image_size", "read_label_map", "read_mask", "to_rgb_array",
+    "read_image_size", "read_label_map", "read_mask", "read_palette", "to_rgb_array",
     "atomic_write", "json_safe", "save_image", "save_label_png", "save_mask_png", "voc_palette",
     "write_bytes", "write_json", "write_text",
 ]

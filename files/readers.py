@@ -12,7 +12,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ImageReadError, MaskReadError
 
 __all__ = ["IMAGE_SUFFIXES", "ImageLike", "MaskLike", "is_image_file", "list_images", "read_image",
-           "read_image_size", "read_label_map", "read_mask", "to_rgb_array"]
+           "read_image_size", "read_label_map", "read_mask", "read_palette", "to_rgb_array"]
 
 ImageLike = Union[str, os.PathLike, np.ndarray, Image.Image]
 MaskLike = Union[str, os.PathLike, np.ndarray, Image.Image]
@@ -195,6 +195,16 @@ def read_label_map(path: str | os.PathLike) -> np.ndarray:
         raise MaskReadError(f"label map {path} is a {mode} image; expected a palette (P) or "
                             "grayscale (L) PNG whose pixel values are object ids")
     return np.ascontiguousarray(labels.astype(np.uint8))
+
+
+def read_palette(path: str | os.PathLike) -> list[int] | None:
+    """The 768-entry RGB palette of a palette (P / PA) image, or None for any other mode."""
+    path = Path(path)
+    image = _open_decoded(path, "label map", MaskReadError)
+    if image.mode not in ("P", "PA"):
+        return None
+    palette = image.getpalette() or []
+    return (list(palette) + [0] * 768)[:768]
 
 
 def read_image_size(path: str | os.PathLike) -> tuple[int, int]:

@@ -6,7 +6,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from sam_core.engine import ImageEmbedding
+from sam_core import ImageEmbedding
 
 
 def image_key(image: np.ndarray) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .io import atomic_write
+from persam_files import atomic_write
 
 METHODS = ("persam", "persam-f")
 FORMAT_VERSION = 1

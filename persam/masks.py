@@ -1,55 +1,35 @@
-"""Reading object masks: any nonzero value is the object."""
+"""Object masks for PerSAM: the project's one mask reader (:func:`persam_files.read_mask`,
+any nonzero value is the object, EXIF orientation applied) plus the checks a reference mask
+needs (size of its image, not empty)."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from persam_files import MaskLike, MaskReadError, read_mask
 
-MaskLike = Union[str, os.PathLike, np.ndarray, Image.Image]
+__all__ = ["MaskError", "MaskLike", "load_mask", "mask_box"]
 
 
-class MaskError(ValueError):
+class MaskError(MaskReadError):
     """A mask that cannot be used; the message names the file and the problem."""
-
-
-def _pil_mask(image: Image.Image) -> np.ndarray:
-    image = ImageOps.exif_transpose(image)
-    array = np.asarray(image)
-    if array.ndim == 3:  # RGB(A): a pixel is object if any colour channel is nonzero
-        return (array[:, :, :3] != 0).any(axis=2)
-    return array != 0  # palette indices, greyscale, 16-bit, 1-bit
 
 
 def load_mask(source: MaskLike, expected_size: tuple[int, int] | None = None,
               name: str | None = None, allow_empty: bool = False) -> np.ndarray:
-    """Load a mask as an (H, W) bool array.
+    """Load a mask as an (H, W) bool array (:func:`persam_files.read_mask`).
 
     Palette PNGs (index > 0), 0/255 greyscale, RGB and boolean arrays are accepted.
-    ``expected_size`` (H, W) is the size of the image the mask belongs to.
+    ``expected_size`` (H, W) is the size of the image the mask belongs to. Every failure is a
+    :class:`MaskError` naming the file.
     """
     label = name or (str(source) if isinstance(source, (str, os.PathLike)) else "mask")
-    if isinstance(source, np.ndarray):
-        array = source
-        mask = (array[:, :, :3] != 0).any(axis=2) if array.ndim == 3 else np.asarray(array) != 0
-        if array.ndim not in (2, 3):
-            raise MaskError(f"{label} has shape {array.shape}; expected (H, W)")
-    elif isinstance(source, Image.Image):
-        mask = _pil_mask(source)
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise MaskError(f"mask {path} not found")
-        try:
-            with Image.open(path) as image:
-                image.load()
-                mask = _pil_mask(image)
-        except UnidentifiedImageError as exc:
-            raise MaskError(f"{path} is not an image (unrecognized format)") from exc
-        except OSError as exc:
-            raise MaskError(f"mask {path} is unreadable or truncated ({exc})") from exc
+    try:
+        mask = read_mask(source, name=label)
+    except MaskError:
+        raise
+    except MaskReadError as exc:  # one error type for callers of load_mask
+        raise MaskError(str(exc)) from None
     if expected_size is not None and tuple(mask.shape[:2]) != tuple(expected_size):
         raise MaskError(
             f"{label} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is "

@@ -11,8 +11,7 @@ from typing import Callable, ContextManager, Iterable, Sequence
 import numpy as np
 import torch
 
-from sam_core import ImageEmbedding, Sam, SamEngine, build_sam, load_image, model_fingerprint
-from sam_core.image_io import ImageLike
+from sam_core import ImageEmbedding, ImageLike, Sam, SamEngine, build_sam, load_image, model_fingerprint
 
 from .cache import EmbeddingCache, image_key
 from .concept import METHODS, Concept, ConceptError

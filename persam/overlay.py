@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .io import voc_palette
+from persam_files import voc_palette
 
 _PALETTE = np.array(voc_palette(), dtype=np.uint8).reshape(-1, 3)
 _OBJECT_COLOUR = (30, 144, 255)

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam_core.engine import ImageEmbedding
-from sam_core.transforms import PIXEL_MEAN, PIXEL_STD, normalize_and_pad, postprocess_masks, resize_uint8
+from sam_core import (PIXEL_MEAN, PIXEL_STD, ImageEmbedding, normalize_and_pad, postprocess_masks,
+                      resize_uint8)
 
 # The reference code draws the object at this value in channel 0 of an image-shaped mask.
 MASK_FILL_IMAGE = 128

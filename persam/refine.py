@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from sam_core.engine import ImageEmbedding
+from sam_core import ImageEmbedding
 
 from .masks import mask_box
 

@@ -41,9 +41,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from sam_core import ImageEmbedding, Sam, SamEngine, load_image
-from sam_core.image_io import ImageLike
-from sam_core.transforms import IMAGE_SIZE, resized_shape
+from sam_core import IMAGE_SIZE, ImageEmbedding, ImageLike, Sam, SamEngine, load_image, resized_shape
 
 from .fit import DEFAULT_STEPS, fit_mask_weights
 from .masks import mask_box

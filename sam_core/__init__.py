@@ -5,11 +5,15 @@ Knows nothing of personalization. Entry points: :func:`build_sam` and :class:`Sa
 from .build import (MODEL_CONFIGS, MODEL_TYPES, CheckpointError, TinyViTConfig, ViTConfig,
                     build_sam, build_sam_model, infer_config, read_state_dict, resolve_device)
 from .engine import Decoded, ImageEmbedding, SamEngine, model_fingerprint
-from .image_io import ImageReadError, load_image
+from .image_io import ImageLike, ImageReadError, load_image
 from .sam import Sam
+from .transforms import (IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD, normalize_and_pad, postprocess_masks,
+                         preprocess_image, resize_uint8, resized_shape)
 
 __all__ = [
     "MODEL_CONFIGS", "MODEL_TYPES", "CheckpointError", "TinyViTConfig", "ViTConfig", "build_sam",
     "build_sam_model", "infer_config", "read_state_dict", "resolve_device", "Decoded",
-    "ImageEmbedding", "SamEngine", "model_fingerprint", "ImageReadError", "load_image", "Sam",
+    "ImageEmbedding", "SamEngine", "model_fingerprint", "ImageLike", "ImageReadError", "load_image", "Sam",
+    "IMAGE_SIZE", "PIXEL_MEAN", "PIXEL_STD", "normalize_and_pad", "postprocess_masks", "preprocess_image",
+    "resize_uint8", "resized_shape",
 ]

@@ -60,8 +60,7 @@ from persam.commands.common import StageTimer  # noqa: E402
 from persam.fit import fit_mask_weights  # noqa: E402
 from persam.masks import load_mask  # noqa: E402
 from persam.prior import best_and_worst_points, similarity_map  # noqa: E402
-from sam_core import Sam  # noqa: E402
-from sam_core.build import ViTConfig, infer_config, read_state_dict  # noqa: E402
+from sam_core import Sam, ViTConfig, infer_config, read_state_dict  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "perseg-mini"
 #: ``--random`` choices: official types plus a reduced ViT (vit_b layout) for quick runs.

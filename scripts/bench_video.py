@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from persam.io import save_json
+    from persam_files import write_json
     from persam.video import benchmark_tracking
     from sam_core import SamEngine, build_sam
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['objects']:>7} {row['encode_s']:>9.3f} {row['decode_s']:>9.3f} {row['prior_s']:>8.3f} "
               f"{row['total_s']:>8.3f} {row['frames_per_s']:>6.2f} {row['decoder_calls_per_frame']:>9}")
     if args.json:
-        save_json(args.json, {"model": engine.model_type, "size": [height, width], "runs": rows})
+        write_json(args.json, {"model": engine.model_type, "size": [height, width], "runs": rows})
     return 0
 
 

@@ -82,7 +82,7 @@ def test_image_read_errors_name_the_file(tmp_path):
     with pytest.raises(ImageReadError, match="missing.png"):
         read_rgb_image(tmp_path / "missing.png")
     (tmp_path / "notes.png").write_text("not a picture")
-    with pytest.raises(ImageReadError, match="not an image: .*notes.png"):
+    with pytest.raises(ImageReadError, match="notes.png is not an image"):
         read_binary_mask(tmp_path / "notes.png")
     buffer = io.BytesIO()
     Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(buffer, format="PNG")

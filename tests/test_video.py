@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from persam.cli import main
-from persam.io import voc_palette
+from persam_files import voc_palette
 from persam.masks import mask_box
 from persam.prior import mask_to_feature_grid
 from persam.video import (Tracker, benchmark_tracking, compose_label_map, expand_box,

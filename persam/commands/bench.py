@@ -39,7 +39,7 @@ def peak_rss_mib() -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from persam.io import save_json
+    from persam_files import write_json
     from persam_datasets import PerSegDataset
 
     dataset = PerSegDataset(args.data, ref_idx=args.ref_idx)
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         report["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     print(format_report(report))
     if args.json:
-        save_json(args.json, report)
+        write_json(args.json, report)
     return 0
 
 

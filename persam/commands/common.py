@@ -30,14 +30,20 @@ def load_sam(args: argparse.Namespace):
     return build_sam(args.model, args.checkpoint, device=args.device)
 
 
+def check_fit_steps(args: argparse.Namespace) -> int:
+    """--fit-steps, checked (at least 1)."""
+    steps = getattr(args, "fit_steps", 1000)
+    if steps < 1:
+        raise ValueError(f"--fit-steps must be at least 1, got {steps}")
+    return steps
+
+
 def make_persam(args: argparse.Namespace, sam=None):
     """A PerSAM or PerSAMF instance for --method."""
     from persam import PerSAM, PerSAMF
 
     cls = PerSAMF if getattr(args, "method", "persam") == "persam-f" else PerSAM
-    steps = getattr(args, "fit_steps", 1000)
-    if steps < 1:
-        raise ValueError(f"--fit-steps must be at least 1, got {steps}")
+    steps = check_fit_steps(args)
     return cls(sam if sam is not None else load_sam(args), fit_steps=steps)
 
 

@@ -7,7 +7,8 @@ Resumable: a sequence is written into a hidden temp folder ``OUT/.<sequence>.par
 PNG via temp file + rename), then a ``.done`` marker (method, model, frame count) is written
 last and the folder is renamed to ``OUT/<sequence>``. A later run skips sequences whose
 marker matches and whose frames are all there; anything else (an interrupted sequence, a
-folder without marker, results of another method or checkpoint) is redone from scratch.
+folder without marker, results of another method, checkpoint or ``--fit-steps``) is redone
+from scratch, so a resumed run never mixes settings.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .common import add_model_args, load_sam
+from .common import add_model_args, check_fit_steps, load_sam
 
 DONE_MARKER = ".done"
 
@@ -28,9 +29,11 @@ def partial_dir(out: Path, sequence: str) -> Path:
     return out / f".{sequence}.partial"
 
 
-def run_info(method: str, model_type: str, fingerprint: str) -> dict:
-    """What the ``.done`` marker records: results are reused only for the same method and model."""
-    return {"method": method, "model_type": model_type, "fingerprint": fingerprint}
+def run_info(method: str, model_type: str, fingerprint: str, fit_steps: int | None = None) -> dict:
+    """What the ``.done`` marker records: results are reused only for the same method, model
+    and settings (PerSAM-F's ``fit_steps``; None for PerSAM, which fits nothing)."""
+    return {"method": method, "model_type": model_type, "fingerprint": fingerprint,
+            "fit_steps": fit_steps if method == "persam-f" else None}
 
 
 def sequence_complete(folder: Path, frame_names: list[str], info: dict) -> bool:
@@ -52,9 +55,7 @@ def track_sequence(tracker, dataset, sequence: str, out: Path, info: dict, palet
     """Track one sequence into its temp folder, then move the finished folder into place."""
     from tqdm import tqdm
 
-    from sam_core import load_image
-
-    from ..io import atomic_write, save_label_png
+    from persam_files import read_image, save_label_png, write_json
 
     paths = dataset.frame_paths(sequence)
     first_labels = dataset.first_label_map(sequence)  # void (255) already set to 0
@@ -63,13 +64,13 @@ def track_sequence(tracker, dataset, sequence: str, out: Path, info: dict, palet
     temp.mkdir(parents=True)
     final = out / sequence
     try:
-        frames = (load_image(path) for path in paths)
+        frames = (read_image(path) for path in paths)
         bar = tqdm(tracker.track(frames, first_labels), total=len(paths), desc=sequence, unit="frame",
                    disable=not progress, file=sys.stderr, dynamic_ncols=True, leave=False)
         for path, labels in zip(paths, bar):
             save_label_png(temp / f"{path.stem}.png", labels, palette)
         record = {**info, "frames": len(paths), "objects": tracker.object_ids}
-        atomic_write(temp / DONE_MARKER, lambda p: p.write_text(json.dumps(record) + "\n"))
+        write_json(temp / DONE_MARKER, record)
         if final.exists():  # stale or foreign results: move aside, swap in, then delete
             stale = out / f".{sequence}.stale"
             shutil.rmtree(stale, ignore_errors=True)
@@ -107,17 +108,18 @@ def run(args: argparse.Namespace) -> int:
     from persam_eval import evaluate_davis
     from sam_core import SamEngine, model_fingerprint
 
-    from ..io import voc_palette
+    from persam_files import voc_palette
     from ..video import Tracker
 
+    check_fit_steps(args)
     dataset = DavisDataset(args.data, split=args.split)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"output {out} exists and is not a folder")
     loaded = load_sam(args)
     engine = loaded if isinstance(loaded, SamEngine) else SamEngine(loaded)
-    info = run_info(args.method, engine.model_type, model_fingerprint(engine.sam))
-    tracker = Tracker(engine, method=args.method)
+    info = run_info(args.method, engine.model_type, model_fingerprint(engine.sam), args.fit_steps)
+    tracker = Tracker(engine, method=args.method, fit_steps=args.fit_steps)
     out.mkdir(parents=True, exist_ok=True)
     palette = voc_palette()
     done = skipped = 0

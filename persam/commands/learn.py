@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sam_core.image_io import load_image
+    from persam_files import read_image as load_image
     from persam.masks import load_mask
     from persam.prior import reference_grid
 

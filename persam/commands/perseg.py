@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from persam.io import save_image, save_json, save_mask_png
+    from persam_files import save_image, save_mask_png, write_json
     from persam.overlay import draw_overlay
     from persam_datasets import PerSegDataset
     from persam_eval import evaluate_perseg
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                              **({"exclude": ()} if args.all_objects else {}))
     results = {**scores.to_dict(), "method": persam.method, "model": persam.model_type,
                "checkpoint": str(args.checkpoint), "timing": timing}
-    save_json(out / "results.json", results)
+    write_json(out / "results.json", results)
     print(scores.format_table())
     print(f"\n{total} images in {elapsed:.1f} s; results in {out / 'results.json'}")
     return 0

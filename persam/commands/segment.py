@@ -35,9 +35,9 @@ def check_reference_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sam_core.image_io import load_image
     from persam import Concept
-    from persam.io import collect_images, save_image, save_mask_png
+    from persam.io import collect_images
+    from persam_files import read_image as load_image, save_image, save_mask_png
     from persam.masks import load_mask
     from persam.overlay import draw_overlay
     from persam.prior import reference_grid

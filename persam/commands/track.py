@@ -10,21 +10,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
-from sam_core import load_image
+from persam_files import (atomic_write, list_images, read_image, read_label_map, read_palette,
+                          save_label_png, voc_palette)
 
-from ..io import list_images, save_label_png, voc_palette
 from ..masks import load_mask
 from ..overlay import draw_overlay
-from .common import add_model_args, load_sam
+from .common import add_model_args, check_fit_steps, load_sam
 
 VOID_ID = 255  # DAVIS: "void" pixels of a palette annotation, not an object
 DEFAULT_FPS = 24.0
@@ -68,7 +66,7 @@ class FrameSource:
                 raise ValueError(f"frames folder {self.path} has several images named {repeated[0]}.* "
                                  "(outputs are named after the frame names)")
             self.count_hint = len(self.paths)
-            self._first = load_image(self.paths[0])
+            self._first = read_image(self.paths[0])
 
     @property
     def first_name(self) -> str:
@@ -81,7 +79,7 @@ class FrameSource:
         """Yield (output stem, (H, W, 3) RGB uint8) per frame, in order."""
         if not self.is_video:
             for path in self.paths:
-                yield path.stem, load_image(path)
+                yield path.stem, read_image(path)
             return
         capture = cv2.VideoCapture(str(self.path))
         try:
@@ -107,21 +105,11 @@ def read_first_mask(path: str | os.PathLike, frame_size: tuple[int, int],
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"first-frame mask {path} not found")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            palette = image.getpalette() if image.mode in ("P", "PA") else None
-            indices = np.asarray(image)[..., 0] if image.mode == "PA" else (
-                np.asarray(image) if image.mode == "P" else None)
-    except UnidentifiedImageError:
-        raise ValueError(f"first-frame mask {path} is not an image") from None
-    except OSError as exc:
-        raise ValueError(f"first-frame mask {path} is unreadable or truncated ({exc})") from None
+    palette = read_palette(path)  # MaskReadError naming the file if it is not a readable image
+    indices = read_label_map(path) if palette is not None else None
     height, width = frame_size
     if indices is not None and set(np.unique(indices).tolist()) - {0, VOID_ID}:
         labels = np.where(indices == VOID_ID, 0, indices).astype(np.uint8)
-        palette = (list(palette) + [0] * 768)[:768]
     else:
         labels = load_mask(path, allow_empty=True).astype(np.uint8)
         palette = voc_palette()
@@ -145,41 +133,23 @@ def overlay_frame(image: np.ndarray, labels: np.ndarray, colours: np.ndarray) ->
                         colours=[tuple(int(c) for c in colours[i]) for i in ids])
 
 
-class OverlayVideoWriter:
-    """An mp4v video written to a temp file beside ``path`` and renamed onto it by
-    :meth:`close`; :meth:`abort` deletes the temp file. Opened (and checked) at creation."""
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".m4v")
 
-    def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int]) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        suffix = self.path.suffix or ".mp4"
-        handle, temp_name = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=suffix, dir=self.path.parent)
-        os.close(handle)
-        self.temp = Path(temp_name)
-        height, width = size
-        self.size = (height, width)
-        self.frames = 0
-        self._writer = cv2.VideoWriter(str(self.temp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-        if not self._writer.isOpened():
-            self._writer.release()
-            self.temp.unlink(missing_ok=True)
-            raise ValueError(f"cannot write video {self.path} with the mp4v codec (use a .mp4 or .avi name)")
 
-    def write(self, rgb: np.ndarray) -> None:
-        self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        self.frames += 1
+def check_video_name(path: str | os.PathLike) -> None:
+    if Path(path).suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"cannot write video {path} with the mp4v codec "
+                         f"(use a {' or '.join(VIDEO_SUFFIXES)} name)")
 
-    def close(self) -> Path:
-        self._writer.release()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.temp, 0o666 & ~umask)  # mkstemp made it 0600; give it open()'s mode
-        os.replace(self.temp, self.path)
-        return self.path
 
-    def abort(self) -> None:
-        self._writer.release()
-        self.temp.unlink(missing_ok=True)
+def open_video_writer(path: Path, fps: float, size: tuple[int, int]) -> "cv2.VideoWriter":
+    """An mp4v writer for ``path`` (the temp file :func:`persam_files.atomic_write` gives)."""
+    height, width = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        writer.release()
+        raise ValueError(f"cannot write video {path} with the mp4v codec")
+    return writer
 
 
 def add_track_args(parser: argparse.ArgumentParser) -> None:
@@ -224,36 +194,48 @@ def run(args: argparse.Namespace) -> int:
     if args.fps is not None and args.fps <= 0:
         raise ValueError("--fps must be positive")
 
-    tracker = Tracker(load_sam(args), method=args.method)
+    if args.video:
+        check_video_name(args.video)
+    fit_steps = check_fit_steps(args)
+
+    tracker = Tracker(load_sam(args), method=args.method, fit_steps=fit_steps)
     out.mkdir(parents=True, exist_ok=True)
     colours = palette_colours(palette)
-    writer = OverlayVideoWriter(args.video, args.fps or source.fps or DEFAULT_FPS, size) if args.video else None
-    written = 0
-    try:
-        bar = tqdm(total=source.count_hint, unit="frame", desc="track", disable=args.no_progress,
-                   file=sys.stderr, dynamic_ncols=True)
-        frames = iter(source)
-        with bar:
-            for index, (name, image) in enumerate(frames):
-                if tuple(image.shape[:2]) != size:
-                    raise ValueError(f"frame {name} of {source.path} is {image.shape[1]}x{image.shape[0]} "
-                                     f"(WxH) but the first frame is {size[1]}x{size[0]}")
-                if index == 0:
-                    tracker.start(image, labels)
-                    result = labels
-                else:
-                    result = tracker.step(image)
-                save_label_png(out / f"{name}.png", result, palette)
-                if writer is not None:
-                    writer.write(overlay_frame(image, result, colours))
-                written += 1
-                bar.update(1)
-        if writer is not None:
-            writer.close()
-            writer = None
-    finally:
-        if writer is not None:
-            writer.abort()
+    current: dict = {}
+
+    def frames() -> Iterator[np.ndarray]:  # remember the frame track() is on: its name and pixels
+        for name, image in source:
+            if tuple(image.shape[:2]) != size:
+                raise ValueError(f"frame {name} of {source.path} is {image.shape[1]}x{image.shape[0]} "
+                                 f"(WxH) but the first frame is {size[1]}x{size[0]}")
+            current.update(name=name, image=image)
+            yield image
+
+    def track_all(video_path: Path | None) -> int:
+        video = open_video_writer(video_path, args.fps or source.fps or DEFAULT_FPS, size) if video_path else None
+        written = 0
+        try:
+            with tqdm(total=source.count_hint, unit="frame", desc="track", disable=args.no_progress,
+                      file=sys.stderr, dynamic_ncols=True) as bar:
+                # Tracker.track yields the given first label map, then one label map per later frame.
+                for result in tracker.track(frames(), labels):
+                    save_label_png(out / f"{current['name']}.png", result, palette)
+                    if video is not None:
+                        video.write(cv2.cvtColor(overlay_frame(current["image"], result, colours),
+                                                 cv2.COLOR_RGB2BGR))
+                    written += 1
+                    bar.update(1)
+        finally:
+            if video is not None:
+                video.release()
+        return written
+
+    if args.video:  # the video goes to a temp file renamed into place only when complete
+        counts: list[int] = []
+        atomic_write(args.video, lambda temp: counts.append(track_all(temp)))
+        written = counts[0]
+    else:
+        written = track_all(None)
     print(f"wrote {written} label maps ({len(tracker.objects)} objects: ids "
           f"{', '.join(map(str, tracker.object_ids))}) to {out}"
           + (f" and the overlay video {args.video}" if args.video else ""))
