@@ -22,12 +22,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
+        # Every listed command ships with persam: one that fails to import is a broken install,
+        # said loudly, never a sub-command silently missing from --help.
         try:
             module = importlib.import_module(f"persam.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"persam.commands.{name}":
-                continue  # command not shipped in this build
-            raise
+        except Exception as exc:
+            raise ImportError(f"persam: the '{name}' command failed to import "
+                              f"(persam.commands.{name}): {type(exc).__name__}: {exc}") from exc
         module.register(subparsers)
     return parser
 

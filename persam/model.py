@@ -27,10 +27,14 @@ from .refine import cascaded_refinement
 class Segmentation:
     """The object found in one image.
 
-    mask: (H, W) bool; score: SAM's predicted IoU of the chosen mask; points: (N, 2) (x, y)
-    prompt points with labels (N,) (1 object, 0 background); box: the last box prompt
-    (x0, y0, x1, y1) or None; logits: (H, W) full-size logits of the chosen mask;
-    low_res_logits: (256, 256).
+    mask: (H, W) bool, always ``logits > 0``; score: SAM's predicted IoU of the mask it
+    decoded; points: (N, 2) (x, y) prompt points with labels (N,) (1 object, 0 background);
+    box: the last box prompt (x0, y0, x1, y1) or None; logits: (H, W) full-size logits of the
+    chosen mask; low_res_logits: (256, 256), SAM's output as decoded.
+
+    After :func:`resolve_overlaps`, ``mask`` and ``logits`` lose the pixels another concept
+    won (``(logits > 0) == mask`` still holds), ``pixels_lost`` counts them, and ``score`` and
+    ``low_res_logits`` still describe the mask SAM decoded, before those pixels were removed.
     """
 
     mask: np.ndarray
@@ -40,6 +44,7 @@ class Segmentation:
     logits: torch.Tensor
     low_res_logits: torch.Tensor
     box: np.ndarray | None = None
+    pixels_lost: int = 0
 
     @property
     def empty(self) -> bool:
@@ -250,15 +255,29 @@ class PerSAMF(PerSAM):
 
 
 def resolve_overlaps(results: Iterable[Segmentation]) -> None:
-    """Make masks disjoint in place: a pixel claimed by several goes to the higher logit."""
+    """Make masks disjoint in place: a pixel claimed by several goes to the higher logit
+    (ties to the earlier result).
+
+    A result that loses a pixel gets logit ``own - winner`` (<= 0) there, so its ``mask`` and
+    ``logits > 0`` stay the same pixels, and ``pixels_lost`` grows by the pixels it lost; its
+    ``score`` (SAM's predicted IoU) is left as SAM gave it for the decoded mask.
+    """
     results = list(results)
     if len(results) < 2:
         return
     logits = torch.stack([r.logits.float().cpu() for r in results])
     masks = torch.stack([torch.from_numpy(r.mask) for r in results])
-    winner = torch.where(masks, logits, torch.tensor(float("-inf"))).argmax(0)
+    claimed = torch.where(masks, logits, torch.tensor(float("-inf")))
+    best, winner = claimed.max(0)
     for index, result in enumerate(results):
-        result.mask = result.mask & (winner == index).numpy()
+        lost = masks[index] & (winner != index)
+        if not bool(lost.any()):
+            continue
+        own = result.logits
+        below_winner = (logits[index] - best).clamp(max=0.0).to(own.device, own.dtype)
+        result.logits = torch.where(lost.to(own.device), below_winner, own)
+        result.mask = result.mask & ~lost.numpy()
+        result.pixels_lost += int(lost.sum())
 
 
 def label_map(results: Sequence[Segmentation]) -> np.ndarray:

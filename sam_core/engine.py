@@ -89,16 +89,21 @@ class SamEngine:
         ]
 
     def prompt_tensors(self, embedding: ImageEmbedding, points=None, labels=None, box=None):
-        """Scale original-image prompts into the model frame, as float32 tensors."""
+        """Scale original-image prompts into the model frame, as float32 tensors.
+
+        One prompt set: points (N, 2), labels (N,), box (4,) -> coords (1, N, 2), labels (1, N),
+        boxes (1, 4). A batch: points (B, N, 2), labels (B, N), boxes (B, 4) -> the same with B.
+        """
         coords = point_labels = boxes = None
         if points is not None:
             if labels is None:
                 raise ValueError("point labels are required with points")
-            coords = torch.as_tensor(scale_coords(np.asarray(points, dtype=np.float64).reshape(-1, 2),
-                                                  embedding.original_size),
-                                     dtype=torch.float, device=self.device)[None]
-            point_labels = torch.as_tensor(np.asarray(labels).reshape(-1), dtype=torch.int,
-                                           device=self.device)[None]
+            points = np.asarray(points, dtype=np.float64)
+            batch_shape = points.shape[:-2] if points.ndim == 3 else (1,)
+            coords = torch.as_tensor(scale_coords(points.reshape(-1, 2), embedding.original_size),
+                                     dtype=torch.float, device=self.device).reshape(*batch_shape, -1, 2)
+            point_labels = torch.as_tensor(np.asarray(labels), dtype=torch.int,
+                                           device=self.device).reshape(*batch_shape, -1)
         if box is not None:
             boxes = torch.as_tensor(scale_boxes(np.asarray(box, dtype=np.float64).reshape(-1, 4),
                                                 embedding.original_size),
@@ -126,12 +131,45 @@ class SamEngine:
         decoder hooks (see ``transformer.py``). With ``high_res=False`` the full-size
         upsampling is skipped (use :meth:`upsample` on the mask you keep).
         """
-        coords, point_labels, boxes = self.prompt_tensors(embedding, points, labels, box)
+        if points is not None:
+            points = np.asarray(points, dtype=np.float64).reshape(1, -1, 2)
+            labels = None if labels is None else np.asarray(labels).reshape(1, -1)
+        if box is not None:
+            box = np.asarray(box, dtype=np.float64).reshape(1, 4)
+        if mask_input is not None:
+            mask_input = torch.as_tensor(mask_input).reshape(1, 256, 256)
+        batch = self.decode_batch(embedding, points, labels, box, mask_input, multimask, attn_sim,
+                                  target_embedding, high_res)
+        return Decoded(None if batch.high_res_logits is None else batch.high_res_logits[0],
+                       batch.scores[0], batch.low_res_logits[0])
+
+    @torch.no_grad()
+    def decode_batch(
+        self,
+        embedding: ImageEmbedding,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        boxes: np.ndarray | None = None,
+        mask_input: torch.Tensor | np.ndarray | None = None,
+        multimask: bool = True,
+        attn_sim: torch.Tensor | None = None,
+        target_embedding: torch.Tensor | None = None,
+        high_res: bool = True,
+    ) -> Decoded:
+        """Decode B prompt sets against one image embedding in one decoder call.
+
+        points (B, N, 2) with labels (B, N) (every set has N points); boxes (B, 4); mask_input
+        (B, 256, 256); attn_sim (B or 1, 1, 1, 4096); target_embedding (B or 1, 1, C). Returns a
+        :class:`Decoded` whose tensors have a leading B: high_res_logits (B, K, H, W) or None,
+        scores (B, K), low_res_logits (B, K, 256, 256). Each set's result equals its own
+        :meth:`decode` to float rounding (the decoder's matrix products are batched).
+        """
+        coords, point_labels, box_tensor = self.prompt_tensors(embedding, points, labels, boxes)
         masks = None
         if mask_input is not None:
-            masks = torch.as_tensor(mask_input, dtype=torch.float, device=self.device).reshape(1, 1, 256, 256)
+            masks = torch.as_tensor(mask_input, dtype=torch.float, device=self.device).reshape(-1, 1, 256, 256)
         sparse, dense = self.sam.prompt_encoder(
-            points=(coords, point_labels) if coords is not None else None, boxes=boxes, masks=masks
+            points=(coords, point_labels) if coords is not None else None, boxes=box_tensor, masks=masks
         )
         low_res, scores = self.sam.mask_decoder(
             image_embeddings=embedding.features,
@@ -142,8 +180,10 @@ class SamEngine:
             attn_sim=attn_sim,
             target_embedding=target_embedding,
         )
-        high = self.upsample(embedding, low_res[0]) if high_res else None
-        return Decoded(high, scores[0], low_res[0])
+        high = None
+        if high_res:
+            high = torch.stack([self.upsample(embedding, item) for item in low_res])
+        return Decoded(high, scores, low_res)
 
     @staticmethod
     def upsample(embedding: ImageEmbedding, low_res_logits: torch.Tensor) -> torch.Tensor:
