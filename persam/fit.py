@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 FOCAL_ALPHA = 0.25
-FOCAL_GAMMA = 2  # the closed-form gradient below is written for gamma = 2
 DEFAULT_STEPS = 1000
 DEFAULT_LR = 1e-3
 DEFAULT_EPS = 1e-4
@@ -146,7 +145,7 @@ class _AdamW:
         self.param.mul_(1 - self.lr * self.weight_decay)
         self.exp_avg.lerp_(grad, 1 - self.beta1)
         self.exp_avg_sq.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
-        step = float(torch.tensor(float(self.step_count)))  # torch keeps the count as float32
+        step = float(self.step_count)  # torch keeps it as float32: exact for any count we reach
         bias_correction1 = 1 - self.beta1 ** step
         bias_correction2 = 1 - self.beta2 ** step
         denom = (self.exp_avg_sq.sqrt() / bias_correction2 ** 0.5).add_(self.eps)

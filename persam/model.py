@@ -15,12 +15,14 @@ from sam_core import ImageEmbedding, ImageLike, Sam, SamEngine, build_sam, load_
 
 from .cache import EmbeddingCache, image_key
 from .concept import METHODS, Concept, ConceptError
-from .fit import DEFAULT_STEPS, fit_mask_weights
+from .fit import DEFAULT_STEPS
+from .mask_weights import fit_reference_weights, weighted_masks
 from .masks import MaskLike, load_mask, mask_box
+from .overlaps import winning_logits
 from .prior import (MASK_FILL_IMAGE, attention_guidance, best_and_worst_points,
                     max_mean_embedding, reference_grid, mean_embedding, normalized,
-                    similarity_map, target_cells)
-from .refine import cascaded_refinement
+                    similarity_map, target_cells, top_k_points)
+from .refine import cascaded_refinement_batch
 
 
 @dataclass
@@ -131,13 +133,8 @@ class PerSAM:
     def _fit_weights(self, references: list[tuple[ImageEmbedding, np.ndarray]],
                      target_feature: torch.Tensor) -> torch.Tensor:
         """PerSAM-F: decode each reference once from its own positive prior, then fit."""
-        cached = []
-        for embedding, mask_array in references:
-            positive, _ = best_and_worst_points(similarity_map(embedding, target_feature))
-            decoded = self.engine.decode(embedding, points=[positive], labels=[1], multimask=True)
-            cached.append((decoded.high_res_logits.cpu(), torch.from_numpy(mask_array)))
-        with self._stage("fit"):
-            return fit_mask_weights(cached, steps=self.fit_steps)
+        return fit_reference_weights(self.engine.decode, references, target_feature, self.fit_steps,
+                                     stage=self._stage)
 
     # -- segmentation --------------------------------------------------------------------
     def check_concept(self, concept: Concept) -> None:
@@ -156,20 +153,38 @@ class PerSAM:
         return self.segment_embedding(embedding, concept)
 
     def segment_many(self, image: ImageLike, concepts: Sequence[Concept]) -> list[Segmentation]:
-        """Segment several concepts in one image with one encoder pass. Where masks overlap,
-        the pixel goes to the concept with the higher logit."""
+        """Segment several concepts in one image with one encoder pass, their similarity maps
+        in one matrix product and one decoder call per step for all concepts of a method
+        (:meth:`segment_embedding_many`). Where masks overlap, the pixel goes to the concept
+        with the higher logit (:func:`resolve_overlaps`)."""
         for concept in concepts:
             self.check_concept(concept)
         _, embedding = self.embed(image)
-        results = [self.segment_embedding(embedding, concept) for concept in concepts]
+        results = self.segment_embedding_many(embedding, concepts)
         resolve_overlaps(results)
         return results
 
     def segment_embedding(self, embedding: ImageEmbedding, concept: Concept) -> Segmentation:
         """Segment from an already computed embedding."""
-        if concept.method == "persam-f":
-            return self._segment_persam_f(embedding, concept)
-        return self._segment_persam(embedding, concept)
+        return self.segment_embedding_many(embedding, [concept])[0]
+
+    def segment_embedding_many(self, embedding: ImageEmbedding,
+                               concepts: Sequence[Concept]) -> list[Segmentation]:
+        """Each concept's own segmentation (overlaps not resolved), equal to
+        :meth:`segment_embedding` per concept up to float rounding of the batched products."""
+        if not concepts:
+            return []
+        with self._stage("prior"):
+            targets = torch.stack([concept.target_feature for concept in concepts])
+            sims = similarity_map(embedding, targets.to(self.engine.device))  # (K, H, W)
+        results: list[Segmentation | None] = [None] * len(concepts)
+        for method, segment_group in (("persam", self._segment_persam), ("persam-f", self._segment_persam_f)):
+            rows = [row for row, concept in enumerate(concepts) if concept.method == method]
+            if rows:
+                group = segment_group(embedding, [concepts[row] for row in rows], sims[rows])
+                for row, result in zip(rows, group):
+                    results[row] = result
+        return results  # type: ignore[return-value]
 
     def _result(self, embedding: ImageEmbedding, low_res: torch.Tensor, score: float, points, labels,
                 box=None, logits: torch.Tensor | None = None) -> Segmentation:
@@ -184,67 +199,76 @@ class PerSAM:
                             labels=np.asarray(labels), logits=torch.full((height, width), -1.0),
                             low_res_logits=torch.full((256, 256), -1.0))
 
-    def _segment_persam(self, embedding: ImageEmbedding, concept: Concept) -> Segmentation:
-        """SPEC 3.3-3.6: positive/negative prior, guided first decode, two refinements."""
+    def _segment_persam(self, embedding: ImageEmbedding, concepts: Sequence[Concept],
+                        sims: torch.Tensor) -> list[Segmentation]:
+        """SPEC 3.3-3.6 for K PerSAM concepts with (K, H, W) similarity maps: positive/negative
+        prior, guided first decode, two refinements (one decoder call per step for all)."""
         device = self.engine.device
         with self._stage("prior"):
-            sim = similarity_map(embedding, concept.target_feature.to(device))
-            positive, negative = best_and_worst_points(sim)
-            points, labels = np.array([positive, negative]), np.array([1, 0])
-            attn_sim = attention_guidance(sim)
+            points = np.array([best_and_worst_points(sim) for sim in sims])  # (K, 2, 2)
+            labels = np.tile(np.array([1, 0]), (len(concepts), 1))
+            attn_sim = torch.cat([attention_guidance(sim) for sim in sims])  # (K, 1, 1, 4096)
+            targets = torch.stack([concept.target_embedding for concept in concepts])
         with self._stage("decode"):
-            return self._persam_decode(embedding, concept, points, labels, attn_sim)
+            first = self.engine.decode_batch(
+                embedding, points, labels, multimask=False, attn_sim=attn_sim,
+                target_embedding=targets.to(device).reshape(len(concepts), 1, -1), high_res=False,
+            )
 
-    def _persam_decode(self, embedding: ImageEmbedding, concept: Concept, points: np.ndarray,
-                       labels: np.ndarray, attn_sim: torch.Tensor) -> Segmentation:
-        device = self.engine.device
-        first = self.engine.decode(
-            embedding, points, labels, multimask=False, attn_sim=attn_sim,
-            target_embedding=concept.target_embedding.to(device).reshape(1, 1, -1), high_res=False,
-        )
+            def first_result(row: int) -> Callable[[], Segmentation]:  # upsampled only if a fallback needs it
+                return lambda: self._result(embedding, first.low_res_logits[row, 0], first.scores[row, 0],
+                                            points[row], labels[row])
 
-        def first_result() -> Segmentation:  # upsampled only if a fallback needs it
-            return self._result(embedding, first.low_res_logits[0], first.scores[0], points, labels)
+            return self._cascade(embedding, points, labels, first.low_res_logits[:, 0], None,
+                                 [first_result(row) for row in range(len(concepts))])
 
-        return self._cascade(embedding, points, labels, first.low_res_logits[0:1], None, first_result)
-
-    def _segment_persam_f(self, embedding: ImageEmbedding, concept: Concept) -> Segmentation:
-        """SPEC 4: positive prior only, weighted multimask decode, two refinements with boxes."""
-        device = self.engine.device
+    def _segment_persam_f(self, embedding: ImageEmbedding, concepts: Sequence[Concept],
+                          sims: torch.Tensor) -> list[Segmentation]:
+        """SPEC 4 for K PerSAM-F concepts: positive prior only, weighted multimask decode, two
+        refinements with boxes (one decoder call per step for all)."""
         with self._stage("prior"):
-            sim = similarity_map(embedding, concept.target_feature.to(device))
-            positive, _ = best_and_worst_points(sim)
-            points, labels = np.array([positive]), np.array([1])
+            points = np.stack([top_k_points(sim, 1) for sim in sims])  # (K, 1, 2)
+            labels = np.ones((len(concepts), 1), dtype=np.int64)
         with self._stage("decode"):
-            return self._persam_f_decode(embedding, concept, points, labels)
-
-    def _persam_f_decode(self, embedding: ImageEmbedding, concept: Concept, points: np.ndarray,
-                         labels: np.ndarray) -> Segmentation:
-        device = self.engine.device
-        first = self.engine.decode(embedding, points, labels, multimask=True)
-        weights = concept.mask_weights.to(device).float()
-        # Weighted as in the reference code: each full-size map, then the sum.
-        logits = (first.high_res_logits * weights[:, None, None]).sum(0)
-        low_res = (first.low_res_logits * weights[:, None, None]).sum(0)
-        weighted = self._result(embedding, low_res, float((first.scores * weights).sum()), points, labels,
-                                logits=logits)
-        box = mask_box(weighted.mask)
-        if box is None:
-            return self._empty(embedding, points, labels)
-        return self._cascade(embedding, points, labels, low_res[None], box, lambda: weighted)
+            first = self.engine.decode_batch(embedding, points, labels, multimask=True)
+            results: list[Segmentation | None] = [None] * len(concepts)
+            rows, low_inputs, boxes, earlier = [], [], [], []
+            for row, concept in enumerate(concepts):
+                logits, low_res = weighted_masks(first.high_res_logits[row], first.low_res_logits[row],
+                                                 concept.mask_weights)
+                score = float((first.scores[row] * concept.mask_weights.to(first.scores)).sum())
+                weighted = self._result(embedding, low_res, score, points[row], labels[row], logits=logits)
+                box = mask_box(weighted.mask)
+                if box is None:
+                    results[row] = self._empty(embedding, points[row], labels[row])
+                    continue
+                rows.append(row)
+                low_inputs.append(low_res)
+                boxes.append(box)
+                earlier.append(lambda weighted=weighted: weighted)
+            if rows:
+                refined = self._cascade(embedding, points[rows], labels[rows], torch.stack(low_inputs),
+                                        boxes, earlier)
+                for row, result in zip(rows, refined):
+                    results[row] = result
+            return results  # type: ignore[return-value]
 
     def _cascade(self, embedding: ImageEmbedding, points: np.ndarray, labels: np.ndarray,
-                 mask_input: torch.Tensor, first_box: np.ndarray | None,
-                 earlier: Callable[[], Segmentation]) -> Segmentation:
-        """SPEC 3.6 steps 2-3; if a mask that should give a box is empty, the last non-empty
-        result (``earlier()``), or an empty mask."""
-        refined = cascaded_refinement(self.engine.decode, self.engine.upsample, embedding, points,
-                                      labels, mask_input, first_box)
-        if refined is None:
-            fallback = earlier()
-            return fallback if not fallback.empty else self._empty(embedding, points, labels)
-        return self._result(embedding, refined.low_res_logits, refined.score, points, labels,
-                            box=refined.box, logits=refined.logits)
+                 mask_input: torch.Tensor, first_boxes: list[np.ndarray] | None,
+                 earlier: list[Callable[[], Segmentation]]) -> list[Segmentation]:
+        """SPEC 3.6 steps 2-3 for B prompt sets; where a mask that should give a box is empty,
+        that set's last non-empty result (``earlier[i]()``), or an empty mask."""
+        refined = cascaded_refinement_batch(self.engine.decode_batch, self.engine.upsample, embedding,
+                                            points, labels, mask_input, first_boxes)
+        results = []
+        for row, item in enumerate(refined):
+            if item is None:
+                fallback = earlier[row]()
+                results.append(fallback if not fallback.empty else self._empty(embedding, points[row], labels[row]))
+            else:
+                results.append(self._result(embedding, item.low_res_logits, item.score, points[row], labels[row],
+                                            box=item.box, logits=item.logits))
+        return results
 
 
 class PerSAMF(PerSAM):
@@ -265,16 +289,13 @@ def resolve_overlaps(results: Iterable[Segmentation]) -> None:
     results = list(results)
     if len(results) < 2:
         return
-    logits = torch.stack([r.logits.float().cpu() for r in results])
-    masks = torch.stack([torch.from_numpy(r.mask) for r in results])
-    claimed = torch.where(masks, logits, torch.tensor(float("-inf")))
-    best, winner = claimed.max(0)
+    winner, best = winning_logits([r.logits for r in results], results[0].mask.shape)
     for index, result in enumerate(results):
-        lost = masks[index] & (winner != index)
+        lost = torch.from_numpy(result.mask) & (winner != index + 1)
         if not bool(lost.any()):
             continue
         own = result.logits
-        below_winner = (logits[index] - best).clamp(max=0.0).to(own.device, own.dtype)
+        below_winner = (own.float().cpu() - best).clamp(max=0.0).to(own.device, own.dtype)
         result.logits = torch.where(lost.to(own.device), below_winner, own)
         result.mask = result.mask & ~lost.numpy()
         result.pixels_lost += int(lost.sum())

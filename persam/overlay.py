@@ -36,11 +36,3 @@ def draw_overlay(image: np.ndarray, masks: list[np.ndarray] | np.ndarray, points
             cv2.drawMarker(canvas, (int(x), int(y)), (255, 255, 255), cv2.MARKER_STAR, 22 * scale, 4 * scale)
             cv2.drawMarker(canvas, (int(x), int(y)), colour, cv2.MARKER_STAR, 20 * scale, 2 * scale)
     return canvas
-
-
-def label_overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Tint each object id of a label map in its palette colour."""
-    ids = [int(i) for i in np.unique(labels) if i != 0]
-    masks = [labels == i for i in ids]
-    colours = [tuple(int(c) for c in _PALETTE[i]) for i in ids]
-    return draw_overlay(image, masks, alpha=alpha, colours=colours)

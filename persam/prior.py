@@ -78,15 +78,29 @@ def similarity_map(embedding: ImageEmbedding, target_feature: torch.Tensor) -> t
     return sim[0] if target_feature.ndim == 1 else sim
 
 
-def point_of(flat_index: int, width: int) -> tuple[int, int]:
-    return int(flat_index % width), int(flat_index // width)
+def top_k_points(sim: torch.Tensor, k: int) -> np.ndarray:
+    """(k, 2) (x, y) of the k highest values of an (H, W) map, best first.
+
+    Ties go to the first pixel in row-major order (the paper uses ``torch.topk``, whose order
+    among equal values is unspecified).
+    """
+    width = sim.shape[-1]
+    flat = sim.reshape(-1)
+    if k > 1:
+        flat = flat.clone()  # taken points are masked out below
+    points = []
+    for _ in range(min(k, flat.numel())):
+        index = int(torch.argmax(flat))  # argmax returns the first maximal index
+        points.append((index % width, index // width))
+        if k > 1:
+            flat[index] = float("-inf")
+    return np.array(points, dtype=np.int64).reshape(-1, 2)
 
 
 def best_and_worst_points(sim: torch.Tensor) -> tuple[tuple[int, int], tuple[int, int]]:
     """(x, y) of the highest and the lowest similarity; ties go to the first in row-major order."""
-    width = sim.shape[-1]
-    flat = sim.reshape(-1)
-    return point_of(int(torch.argmax(flat)), width), point_of(int(torch.argmin(flat)), width)
+    (best,), (worst,) = top_k_points(sim, 1), top_k_points(-sim, 1)
+    return (int(best[0]), int(best[1])), (int(worst[0]), int(worst[1]))
 
 
 def attention_guidance(sim: torch.Tensor) -> torch.Tensor:

@@ -31,29 +31,30 @@ non-contiguous, e.g. {1, 3}).
 """
 from __future__ import annotations
 
-import statistics
-import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import ContextManager, Iterable, Iterator
 
 import numpy as np
 import torch
 
 from sam_core import IMAGE_SIZE, ImageEmbedding, ImageLike, Sam, SamEngine, load_image, resized_shape
 
-from .fit import DEFAULT_STEPS, fit_mask_weights
+from .concept import METHODS
+from .fit import DEFAULT_STEPS
+from .mask_weights import fit_reference_weights, weighted_masks
 from .masks import mask_box
+from .overlaps import compose_label_map
 from .prior import (MASK_FILL_VIDEO, mask_to_feature_grid, max_mean_embedding, normalized,
-                    similarity_map, target_cells)
+                    similarity_map, target_cells, top_k_points)
 from .refine import cascaded_refinement
+from .timing import StageTimer
 
-__all__ = ["Tracker", "VIDEO_METHODS", "DEFAULT_TOP_K", "DEFAULT_BOX_MARGIN", "object_ids",
+__all__ = ["Tracker", "DEFAULT_TOP_K", "DEFAULT_BOX_MARGIN", "FRAME_STAGES", "object_ids",
            "expand_box", "top_k_points", "largest_mask_index", "compose_label_map",
-           "video_target_grid", "benchmark_tracking"]
+           "video_target_grid"]
 
-VIDEO_METHODS = ("persam", "persam-f")
+FRAME_STAGES = ("encode", "prior", "decode", "compose")  # reported for every frame, even at 0 s
 DEFAULT_TOP_K = 2  # positives from the similarity map (paper's persam_video.py)
 DEFAULT_BOX_MARGIN = 10  # px added on each side of the previous box (paper's --threshold)
 _FEATURE_STRIDE = IMAGE_SIZE // 64  # pixels of the 1024 frame per feature cell
@@ -82,22 +83,6 @@ def expand_box(box: np.ndarray, margin: int, size: tuple[int, int]) -> tuple[np.
     return np.array([x0, y0, x1, y1], np.int64), np.array([(x0 + x1) // 2, (y0 + y1) // 2], np.int64)
 
 
-def top_k_points(sim: torch.Tensor, k: int) -> np.ndarray:
-    """(k, 2) (x, y) of the k highest values of an (H, W) map, best first.
-
-    Ties go to the first pixel in row-major order (the paper uses ``torch.topk``, whose order
-    among equal values is unspecified).
-    """
-    flat = sim.reshape(-1).clone()
-    width = sim.shape[-1]
-    points = []
-    for _ in range(min(k, flat.numel())):
-        index = int(torch.argmax(flat))  # argmax returns the first maximal index
-        points.append((index % width, index // width))
-        flat[index] = float("-inf")
-    return np.array(points, dtype=np.int64).reshape(-1, 2)
-
-
 def largest_mask_index(logits: torch.Tensor) -> int:
     """Index of the mask with the most pixels (logit > 0) among (K, H, W) logits; ties -> first.
 
@@ -105,24 +90,6 @@ def largest_mask_index(logits: torch.Tensor) -> int:
     """
     counts = (logits > 0).reshape(logits.shape[0], -1).sum(1)
     return int(torch.argmax(counts))
-
-
-def compose_label_map(logits: Sequence[torch.Tensor | None], ids: Sequence[int],
-                      size: tuple[int, int]) -> np.ndarray:
-    """(H, W) uint8 label map from per-object full-size logits (H, W) (None: object not found).
-
-    argmax over a zero background channel followed by the objects in ``ids`` order, so a
-    pixel needs a positive logit to leave the background and overlaps go to the higher logit.
-    """
-    if len(logits) != len(ids):
-        raise ValueError(f"{len(logits)} logit maps for {len(ids)} object ids")
-    height, width = size
-    channels = [torch.zeros(height, width)]
-    for item in logits:
-        channels.append(torch.full((height, width), float("-inf")) if item is None else item.float().cpu())
-    winner = torch.stack(channels).argmax(0).numpy()
-    lookup = np.array([0, *ids], dtype=np.uint8)
-    return lookup[winner]
 
 
 def video_target_grid(mask: np.ndarray) -> tuple[torch.Tensor, bool]:
@@ -179,8 +146,8 @@ class Tracker:
     def __init__(self, sam: Sam | SamEngine | object, method: str = "persam", *,
                  top_k: int = DEFAULT_TOP_K, box_margin: int = DEFAULT_BOX_MARGIN,
                  fit_steps: int | None = None) -> None:
-        if method not in VIDEO_METHODS:
-            raise ValueError(f"unknown method {method!r}; expected one of {', '.join(VIDEO_METHODS)}")
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
         if top_k < 1:
             raise ValueError("top_k must be at least 1")
         if isinstance(sam, SamEngine):
@@ -199,8 +166,8 @@ class Tracker:
         self.objects: list[TrackedObject] = []
         self.frame_size: tuple[int, int] | None = None
         self.frame_index = -1
-        self.stage_seconds: dict[str, float] = {}
-        self.frame_seconds: dict[str, float] = {}
+        self.timer = StageTimer(self.engine.device)  # seconds per stage over the tracker's life
+        self._frame_start: dict[str, float] = {}
         self.decoder_calls = 0
 
     @property
@@ -208,23 +175,22 @@ class Tracker:
         return [obj.object_id for obj in self.objects]
 
     # -- bookkeeping ---------------------------------------------------------------------
-    @contextmanager
-    def _stage(self, name: str):
-        cuda = self.engine.device.type == "cuda"
-        if cuda:  # GPU work is asynchronous: time what was actually done
-            torch.cuda.synchronize(self.engine.device)
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            if cuda:
-                torch.cuda.synchronize(self.engine.device)
-            elapsed = time.perf_counter() - start
-            self.frame_seconds[name] = self.frame_seconds.get(name, 0.0) + elapsed
-            self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + elapsed
+    @property
+    def stage_seconds(self) -> dict[str, float]:
+        return self.timer.seconds
+
+    @property
+    def frame_seconds(self) -> dict[str, float]:
+        """Seconds per stage of the current (last) frame."""
+        stages = dict.fromkeys(FRAME_STAGES) | dict.fromkeys(self.timer.seconds)
+        return {stage: self.timer.seconds.get(stage, 0.0) - self._frame_start.get(stage, 0.0)
+                for stage in stages}
+
+    def _stage(self, name: str) -> ContextManager:
+        return self.timer(name)
 
     def _new_frame(self) -> None:
-        self.frame_seconds = {stage: 0.0 for stage in ("encode", "prior", "decode", "compose")}
+        self._frame_start = dict(self.timer.seconds)
         self.decoder_calls = 0
 
     def _encode(self, image: np.ndarray) -> ImageEmbedding:
@@ -268,16 +234,10 @@ class Tracker:
     def _fit_weights(self, embedding: ImageEmbedding, labels: np.ndarray) -> None:
         """PerSAM-F per object: decode frame 0 from the object's own top similarity point
         (multimask), then fit the two weights on the cached full-size logits."""
-        with self._stage("prior"):
-            sims = self._similarities(embedding)
-        for obj, sim in zip(self.objects, sims):
-            positive = top_k_points(sim, 1)
-            with self._stage("decode"):
-                decoded = self._decode(embedding, points=positive, labels=[1], multimask=True)
-            with self._stage("fit"):
-                target = torch.from_numpy(labels == obj.object_id)
-                obj.mask_weights = fit_mask_weights([(decoded.high_res_logits.cpu(), target)],
-                                                    steps=self.fit_steps).to(self.engine.device)
+        for obj in self.objects:
+            weights = fit_reference_weights(self._decode, [(embedding, labels == obj.object_id)],
+                                            obj.target_feature, self.fit_steps, stage=self._stage)
+            obj.mask_weights = weights.to(self.engine.device)
 
     def _similarities(self, embedding: ImageEmbedding) -> torch.Tensor:
         """(K, H, W) similarity maps of all objects, one matrix product."""
@@ -324,9 +284,8 @@ class Tracker:
                 start_low = first.low_res_logits[index]
                 box = None  # SPEC 3.6 step 2 has no box
             else:  # PerSAM-F: the weighted sum of the three, whose box goes to step 2
-                weights = obj.mask_weights[:, None, None]
-                start_logits = (first.high_res_logits * weights).sum(0)
-                start_low = (first.low_res_logits * weights).sum(0)
+                start_logits, start_low = weighted_masks(first.high_res_logits, first.low_res_logits,
+                                                         obj.mask_weights)
                 mask = start_logits > 0
                 if not bool(mask.any()):  # as the paper's code: box of the best-scoring mask
                     mask = first.high_res_logits[int(torch.argmax(first.scores))] > 0
@@ -375,58 +334,3 @@ def _check_label_map(label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray
         raise ValueError(f"label map is {labels.shape[1]}x{labels.shape[0]} (WxH) but the first frame "
                          f"is {size[1]}x{size[0]}")
     return labels.astype(np.uint8)
-
-
-# -- benchmark ---------------------------------------------------------------------------
-def benchmark_tracking(engine: Sam | SamEngine | object, frames: Sequence[ImageLike],
-                       label_map: np.ndarray, method: str = "persam",
-                       fit_steps: int | None = None) -> dict:
-    """Time :class:`Tracker` over ``frames`` (frame 0 is the reference, needs >= 2 frames).
-
-    Returns per-frame medians over frames 1.. of the seconds spent in the image encoder
-    ("encode_s"), in the mask decoder and mask upsampling ("decode_s"), in similarity maps and
-    prompts ("prior_s") and in composing the label map ("compose_s"), plus "total_s",
-    "frames_per_s", "decoder_calls_per_frame", "encoder_calls_per_frame", the number of objects
-    and frames, and the frame-0 set-up seconds ("start_s", including PerSAM-F fitting).
-    """
-    frames = list(frames)
-    if len(frames) < 2:
-        raise ValueError("benchmark_tracking needs at least two frames")
-    tracker = Tracker(engine, method=method, fit_steps=fit_steps)
-    encoder = tracker.engine.sam.image_encoder
-    encoder_calls = [0]
-    hook = encoder.register_forward_hook(lambda *_: encoder_calls.__setitem__(0, encoder_calls[0] + 1))
-    try:
-        images = [load_image(frame) for frame in frames]  # decoding files is not tracking work
-        begin = time.perf_counter()
-        tracker.start(images[0], label_map)
-        start_seconds = time.perf_counter() - begin
-        encoder_calls[0] = 0
-        per_frame: list[dict[str, float]] = []
-        calls = []
-        for image in images[1:]:
-            begin = time.perf_counter()
-            tracker.step(image)
-            per_frame.append({**tracker.frame_seconds, "total": time.perf_counter() - begin})
-            calls.append(tracker.decoder_calls)
-    finally:
-        hook.remove()
-
-    def median(stage: str) -> float:
-        return round(statistics.median(frame[stage] for frame in per_frame), 4)
-
-    total = median("total")
-    return {
-        "method": method,
-        "objects": len(tracker.objects),
-        "frames": len(images),
-        "start_s": round(start_seconds, 4),
-        "encode_s": median("encode"),
-        "decode_s": median("decode"),
-        "prior_s": median("prior"),
-        "compose_s": median("compose"),
-        "total_s": total,
-        "frames_per_s": round(1.0 / total, 3) if total > 0 else float("inf"),
-        "decoder_calls_per_frame": statistics.median(calls),
-        "encoder_calls_per_frame": encoder_calls[0] / len(per_frame),
-    }

@@ -16,8 +16,6 @@ from .prompt_encoder import PromptEncoder
 class Sam(nn.Module):
     """Container for the three SAM parts; ``model_type`` names the released variant."""
 
-    mask_threshold: float = 0.0
-
     def __init__(self, image_encoder: nn.Module, prompt_encoder: PromptEncoder,
                  mask_decoder: MaskDecoder, model_type: str = "custom") -> None:
         super().__init__()

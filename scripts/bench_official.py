@@ -56,10 +56,10 @@ from reference import (VIT_CONFIGS, build_official_sam, load_official_checkpoint
                        save_random_checkpoint)
 
 from persam import PerSAM, PerSAMF, build_sam  # noqa: E402
-from persam.commands.common import StageTimer  # noqa: E402
 from persam.fit import fit_mask_weights  # noqa: E402
+from persam.mask_weights import reference_logits  # noqa: E402
 from persam.masks import load_mask  # noqa: E402
-from persam.prior import best_and_worst_points, similarity_map  # noqa: E402
+from persam.timing import StageTimer  # noqa: E402
 from sam_core import Sam, ViTConfig, infer_config, read_state_dict  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "perseg-mini"
@@ -174,7 +174,7 @@ def bench_persam(official_run: tuple, ours: Sam, ref_image: Path, ref_mask: Path
     official_seconds, official_stages, official_results = official_run
 
     persam = PerSAM(ours)  # fresh embedding cache: nothing carried over from other runs
-    timer = StageTimer()
+    timer = StageTimer(ours.device)
     persam.timer = timer
     start = time.perf_counter()
     concept = persam.learn(ref_image, ref_mask)
@@ -194,10 +194,8 @@ def our_reference_logits(persam: PerSAM, concept_feature: torch.Tensor, ref_imag
                          ref_mask: Path) -> Tuple[torch.Tensor, torch.Tensor]:
     """Our reference logits for fitting, decoded once from the positive prior (as learn does)."""
     array, embedding = persam.embed(ref_image)
-    positive, _ = best_and_worst_points(similarity_map(embedding, concept_feature))
-    decoded = persam.engine.decode(embedding, points=[positive], labels=[1], multimask=True)
     mask = load_mask(ref_mask, array.shape[:2])
-    return decoded.high_res_logits.cpu(), torch.from_numpy(mask)
+    return reference_logits(persam.engine.decode, embedding, concept_feature), torch.from_numpy(mask)
 
 
 def bench_persam_f(official_run: tuple, ours: Sam, ref_image: Path, ref_mask: Path,
@@ -210,7 +208,7 @@ def bench_persam_f(official_run: tuple, ours: Sam, ref_image: Path, ref_mask: Pa
 
     # Ours with the same K steps: weights and masks comparable with the official run.
     persam_k = PerSAMF(ours, fit_steps=official_steps)
-    timer = StageTimer()
+    timer = StageTimer(ours.device)
     persam_k.timer = timer
     start = time.perf_counter()
     concept = persam_k.learn(ref_image, ref_mask)

@@ -5,7 +5,7 @@
         [--objects 1,3] [--method persam] [--json bench_video.json]
 
 A synthetic video (moving coloured shapes, DAVIS 480p size by default) is tracked once per
-object count with ``persam.video.benchmark_tracking``. Each frame costs one encoder pass
+object count with :func:`benchmark_tracking` (below). Each frame costs one encoder pass
 whatever the number of objects, plus three mask-decoder calls per object; the table shows
 per-frame medians (frames 1.., frame 0 is the reference) of:
 
@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
+import time
+from typing import Sequence
 
 import numpy as np
 
@@ -49,6 +52,62 @@ def synthetic_video(frames: int, height: int, width: int, seed: int = 0) -> tupl
     return images, first_labels
 
 
+def benchmark_tracking(engine, frames: Sequence, label_map: np.ndarray, method: str = "persam",
+                       fit_steps: int | None = None) -> dict:
+    """Time :class:`persam.Tracker` over ``frames`` (frame 0 is the reference, needs >= 2 frames).
+
+    Returns per-frame medians over frames 1.. of the seconds spent in the image encoder
+    ("encode_s"), in the mask decoder and mask upsampling ("decode_s"), in similarity maps and
+    prompts ("prior_s") and in composing the label map ("compose_s"), plus "total_s",
+    "frames_per_s", "decoder_calls_per_frame", "encoder_calls_per_frame", the number of objects
+    and frames, and the frame-0 set-up seconds ("start_s", including PerSAM-F fitting).
+    """
+    from persam import Tracker
+    from persam_files import read_image
+
+    frames = list(frames)
+    if len(frames) < 2:
+        raise ValueError("benchmark_tracking needs at least two frames")
+    tracker = Tracker(engine, method=method, fit_steps=fit_steps)
+    encoder = tracker.engine.sam.image_encoder
+    encoder_calls = [0]
+    hook = encoder.register_forward_hook(lambda *_: encoder_calls.__setitem__(0, encoder_calls[0] + 1))
+    try:
+        images = [read_image(frame) for frame in frames]  # decoding files is not tracking work
+        begin = time.perf_counter()
+        tracker.start(images[0], label_map)
+        start_seconds = time.perf_counter() - begin
+        encoder_calls[0] = 0
+        per_frame: list[dict[str, float]] = []
+        calls = []
+        for image in images[1:]:
+            begin = time.perf_counter()
+            tracker.step(image)
+            per_frame.append({**tracker.frame_seconds, "total": time.perf_counter() - begin})
+            calls.append(tracker.decoder_calls)
+    finally:
+        hook.remove()
+
+    def median(stage: str) -> float:
+        return round(statistics.median(frame[stage] for frame in per_frame), 4)
+
+    total = median("total")
+    return {
+        "method": method,
+        "objects": len(tracker.objects),
+        "frames": len(images),
+        "start_s": round(start_seconds, 4),
+        "encode_s": median("encode"),
+        "decode_s": median("decode"),
+        "prior_s": median("prior"),
+        "compose_s": median("compose"),
+        "total_s": total,
+        "frames_per_s": round(1.0 / total, 3) if total > 0 else float("inf"),
+        "decoder_calls_per_frame": statistics.median(calls),
+        "encoder_calls_per_frame": encoder_calls[0] / len(per_frame),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmark persam video tracking (frames/s, encoder vs decoder).")
     parser.add_argument("--checkpoint", required=True, help="SAM checkpoint (e.g. mobile_sam.pt)")
@@ -68,7 +127,6 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     from persam_files import write_json
-    from persam.video import benchmark_tracking
     from sam_core import SamEngine, build_sam
 
     height, width = (int(v) for v in args.size.lower().split("x"))

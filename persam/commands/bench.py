@@ -46,10 +46,10 @@ def run(args: argparse.Namespace) -> int:
     objects = dataset.objects[: args.objects or None]
     if not objects:
         raise FileNotFoundError(f"PerSeg folder {args.data} has no objects")
-    timer = StageTimer()
     start_load = time.perf_counter()
     persam = make_persam(args)
     load_seconds = time.perf_counter() - start_load
+    timer = StageTimer(persam.engine.device)
     persam.timer = timer
     images = 0
     start = time.perf_counter()

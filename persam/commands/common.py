@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import time
-from contextlib import contextmanager
 
 from sam_core import MODEL_TYPES, build_sam
 
-METHOD_CHOICES = ("persam", "persam-f")
+from ..concept import METHODS
+from ..timing import StageTimer
+
+__all__ = ["StageTimer", "add_model_args", "check_fit_steps", "load_sam", "make_persam"]
 
 
 def add_model_args(parser: argparse.ArgumentParser, method: bool = True) -> None:
@@ -18,7 +19,7 @@ def add_model_args(parser: argparse.ArgumentParser, method: bool = True) -> None
                        help="SAM checkpoint file (e.g. mobile_sam.pt, sam_vit_h_4b8939.pth)")
     group.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     if method:
-        group.add_argument("--method", default="persam", choices=METHOD_CHOICES,
+        group.add_argument("--method", default="persam", choices=METHODS,
                            help="persam: training-free; persam-f: fits two mask weights on the "
                                 "reference (default: persam)")
         group.add_argument("--fit-steps", type=int, default=1000, metavar="N",
@@ -45,23 +46,3 @@ def make_persam(args: argparse.Namespace, sam=None):
     cls = PerSAMF if getattr(args, "method", "persam") == "persam-f" else PerSAM
     steps = check_fit_steps(args)
     return cls(sam if sam is not None else load_sam(args), fit_steps=steps)
-
-
-class StageTimer:
-    """Accumulates wall-clock seconds per named stage."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
-
-    @contextmanager
-    def __call__(self, stage: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
-            self.counts[stage] = self.counts.get(stage, 0) + 1
-
-    def as_dict(self) -> dict[str, float]:
-        return {k: round(v, 4) for k, v in self.seconds.items()}

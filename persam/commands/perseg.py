@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         dataset.reference(name)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    timer = StageTimer()
+    timer = StageTimer(args.device)
     start = time.perf_counter()
     with timer("load_model"):
         persam = make_persam(args)
