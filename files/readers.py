@@ -54,7 +54,7 @@ def _open_decoded(path: Path, what: str, error: type[ImageReadError]) -> Image.I
         raise error(f"{path} is not an image (unrecognized format)") from None
     except Image.DecompressionBombError:
         raise error(f"{what} {path} claims more pixels than Pillow's safety limit "
-                    f"({Image.MAX_IMAGE_PIXELS * 2:,}); refusing to decode it") from None
+                    f"({(Image.MAX_IMAGE_PIXELS or 0) * 2:,}); refusing to decode it") from None
     except MemoryError:
         raise error(f"{what} {path} is too large to decode in memory") from None
     except Exception as exc:  # Pillow's decoders raise OSError, SyntaxError, ValueError, struct.error ...

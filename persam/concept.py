@@ -69,15 +69,43 @@ class Concept:
             raise ConceptError(f"concept file {path} not found")
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ConceptError(f"{path} is not a persam concept file ({str(exc).splitlines()[0][:100]})") from exc
+        except Exception as exc:  # torch.load raises many types on damaged files
+            reason = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else type(exc).__name__
+            raise ConceptError(f"{path} is not a persam concept file ({reason})") from None
         required = ("method", "target_embedding", "target_feature", "model_type", "fingerprint")
         if not isinstance(data, dict) or any(key not in data for key in required):
             raise ConceptError(f"{path} is not a persam concept file")
-        version = int(data.get("format_version", 0))
-        if version > FORMAT_VERSION:
-            raise ConceptError(f"{path} was written by a newer persam (format {version})")
-        return cls(method=data["method"], target_embedding=data["target_embedding"],
-                   target_feature=data["target_feature"], model_type=data["model_type"],
-                   fingerprint=data["fingerprint"], mask_weights=data.get("mask_weights"),
-                   name=data.get("name", ""), num_references=int(data.get("num_references", 1)))
+        try:
+            version = int(data.get("format_version", 0))
+            if version > FORMAT_VERSION:
+                raise ConceptError(f"{path} was written by a newer persam (format {version})")
+            concept = cls(method=data["method"], target_embedding=data["target_embedding"],
+                          target_feature=data["target_feature"], model_type=data["model_type"],
+                          fingerprint=data["fingerprint"], mask_weights=data.get("mask_weights"),
+                          name=data.get("name", ""), num_references=int(data.get("num_references", 1)))
+            concept.check()
+        except ConceptError as exc:
+            message = str(exc)
+            raise ConceptError(message if str(path) in message else f"{path}: {message}") from None
+        except Exception as exc:  # a field of the wrong type: damaged or not ours
+            raise ConceptError(f"{path} is not a valid persam concept file "
+                               f"({type(exc).__name__} in its fields)") from None
+        return concept
+
+    def check(self) -> None:
+        """Field types and shapes: (256,) float embeddings, (3,) weights, string names."""
+        for label, value in (("model_type", self.model_type), ("fingerprint", self.fingerprint),
+                             ("name", self.name)):
+            if not isinstance(value, str):
+                raise ConceptError(f"concept field {label} is a {type(value).__name__}, not a string")
+        for label, tensor, size in (("target_embedding", self.target_embedding, None),
+                                    ("target_feature", self.target_feature, None),
+                                    ("mask_weights", self.mask_weights, 3)):
+            if tensor is None:
+                continue
+            if not isinstance(tensor, torch.Tensor) or tensor.ndim != 1 or not tensor.is_floating_point():
+                raise ConceptError(f"concept field {label} is not a 1-D float tensor")
+            if size is not None and tensor.numel() != size:
+                raise ConceptError(f"concept field {label} has {tensor.numel()} values, expected {size}")
+        if self.target_embedding.shape != self.target_feature.shape:
+            raise ConceptError("concept target_embedding and target_feature differ in size")
