@@ -11,15 +11,5 @@ from __future__ import annotations
 from persam_files import (ImageReadError, read_image as read_rgb_image, read_image_size,
                           read_label_map, read_mask as read_binary_mask)
 
-__all__ = [
-    "DatasetLayoutError",
-    "ImageReadError",
-    "read_rgb_image",
-    "read_image_size",
-    "read_label_map",
-    "read_binary_mask",
-]
-
-
 class DatasetLayoutError(ValueError):
     """A dataset folder does not have the expected layout (the message names what is missing)."""

@@ -144,18 +144,11 @@ class SamEngine:
                        batch.scores[0], batch.low_res_logits[0])
 
     @torch.no_grad()
-    def decode_batch(
-        self,
-        embedding: ImageEmbedding,
-        points: np.ndarray | None = None,
-        labels: np.ndarray | None = None,
-        boxes: np.ndarray | None = None,
-        mask_input: torch.Tensor | np.ndarray | None = None,
-        multimask: bool = True,
-        attn_sim: torch.Tensor | None = None,
-        target_embedding: torch.Tensor | None = None,
-        high_res: bool = True,
-    ) -> Decoded:
+    def decode_batch(self, embedding: ImageEmbedding, points: np.ndarray | None = None,
+                     labels: np.ndarray | None = None, boxes: np.ndarray | None = None,
+                     mask_input: torch.Tensor | np.ndarray | None = None, multimask: bool = True,
+                     attn_sim: torch.Tensor | None = None, target_embedding: torch.Tensor | None = None,
+                     high_res: bool = True) -> Decoded:
         """Decode B prompt sets against one image embedding in one decoder call.
 
         points (B, N, 2) with labels (B, N) (every set has N points); boxes (B, 4); mask_input

@@ -32,7 +32,6 @@ noisy; compare ratios from the same run. ``--json FILE`` writes every number.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pickle
 import platform
@@ -60,6 +59,7 @@ from persam.fit import fit_mask_weights  # noqa: E402
 from persam.mask_weights import reference_logits  # noqa: E402
 from persam.masks import load_mask  # noqa: E402
 from persam.timing import StageTimer  # noqa: E402
+from persam_files import write_bytes, write_json  # noqa: E402
 from sam_core import Sam, ViTConfig, infer_config, read_state_dict  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "perseg-mini"
@@ -345,8 +345,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         warm_up_official(official, object_paths(args.data, names[0], args.ref_idx)[0])
         runs = {name: run_official(official, *object_paths(args.data, name, args.ref_idx),
                                    args.official_steps, not args.skip_persam_f) for name in names}
-        with open(args.official_only_dump, "wb") as stream:
-            pickle.dump(runs, stream)
+        write_bytes(args.official_only_dump, pickle.dumps(runs))
         return 0
 
     with tempfile.TemporaryDirectory(prefix="bench_official_") as tmp:
@@ -394,7 +393,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     print_report(report)
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+        write_json(args.json, report)
         print(f"\nwrote {args.json}")
     return 0
 

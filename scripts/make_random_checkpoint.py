@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from persam_files import atomic_write
 from sam_core import MODEL_CONFIGS, build_sam_model
 
 
@@ -52,8 +53,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     model = build_sam_model(MODEL_CONFIGS[args.model], args.model)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(random_weights(model, args.seed), args.out)
+    state = random_weights(model, args.seed)
+    atomic_write(args.out, lambda temp: torch.save(state, temp))
     print(f"wrote random {args.model} checkpoint to {args.out}")
 
 
