@@ -168,24 +168,18 @@ def parity(official: List[official_flow.FlowResult], ours: list, images: List[Pa
     return rows
 
 
-def learn_and_segment(persam: PerSAM, ref_image: Path, ref_mask: Path,
-                      images: List[Path]) -> Tuple[Any, list, float, StageTimer]:
-    """Our end-to-end run on one object: (concept, results, seconds, per-stage timer)."""
-    timer = StageTimer(persam.engine.device)
-    persam.timer = timer
-    start = time.perf_counter()
-    concept = persam.learn(ref_image, ref_mask)
-    results = [persam.segment(path, concept) for path in images]
-    return concept, results, time.perf_counter() - start, timer
-
-
 def bench_persam(official_run: tuple, ours: Sam, ref_image: Path, ref_mask: Path,
                  images: List[Path]) -> Dict[str, Any]:
     """(a) PerSAM end to end on one object: ours timed here, the official run given, parity."""
     official_seconds, official_stages, official_results = official_run
 
-    # A fresh PerSAM: an empty embedding cache, nothing carried over from other runs.
-    _, our_results, our_seconds, timer = learn_and_segment(PerSAM(ours), ref_image, ref_mask, images)
+    persam = PerSAM(ours)  # fresh embedding cache: nothing carried over from other runs
+    timer = StageTimer(ours.device)
+    persam.timer = timer
+    start = time.perf_counter()
+    concept = persam.learn(ref_image, ref_mask)
+    our_results = [persam.segment(path, concept) for path in images]
+    our_seconds = time.perf_counter() - start
     return {
         "official_s": official_seconds,
         "ours_s": our_seconds,
@@ -214,7 +208,12 @@ def bench_persam_f(official_run: tuple, ours: Sam, ref_image: Path, ref_mask: Pa
 
     # Ours with the same K steps: weights and masks comparable with the official run.
     persam_k = PerSAMF(ours, fit_steps=official_steps)
-    concept, our_results, our_total_k, timer = learn_and_segment(persam_k, ref_image, ref_mask, images)
+    timer = StageTimer(ours.device)
+    persam_k.timer = timer
+    start = time.perf_counter()
+    concept = persam_k.learn(ref_image, ref_mask)
+    our_results = [persam_k.segment(path, concept) for path in images]
+    our_total_k = time.perf_counter() - start
     our_weights_k = concept.mask_weights.numpy()
 
     # Our fit alone, on the reference logits decoded once, for K and for fit_steps steps.
