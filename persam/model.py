@@ -212,7 +212,7 @@ class PerSAM:
         with self._stage("decode"):
             first = self.engine.decode_batch(
                 embedding, points, labels, multimask=False, attn_sim=attn_sim,
-                target_embedding=targets.to(device).reshape(len(concepts), 1, -1), high_res=False,
+                target_embedding=targets.to(device).reshape(len(concepts), 1, -1),
             )
 
             def first_result(row: int) -> Callable[[], Segmentation]:  # upsampled only if a fallback needs it
@@ -234,8 +234,8 @@ class PerSAM:
             results: list[Segmentation | None] = [None] * len(concepts)
             rows, low_inputs, boxes, earlier = [], [], [], []
             for row, concept in enumerate(concepts):
-                logits, low_res = weighted_masks(first.high_res_logits[row], first.low_res_logits[row],
-                                                 concept.mask_weights)
+                high_res = self.engine.upsample(embedding, first.low_res_logits[row])  # (3, H, W)
+                logits, low_res = weighted_masks(high_res, first.low_res_logits[row], concept.mask_weights)
                 score = float((first.scores[row] * concept.mask_weights.to(first.scores)).sum())
                 weighted = self._result(embedding, low_res, score, points[row], labels[row], logits=logits)
                 box = mask_box(weighted.mask)

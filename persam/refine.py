@@ -29,10 +29,10 @@ def cascaded_refinement(decode: Callable, upsample: Callable, embedding: ImageEm
     """:func:`cascaded_refinement_batch` for one prompt set, with a one-set ``decode`` (e.g.
     :meth:`sam_core.SamEngine.decode`): points (N, 2), labels (N,), mask_input (1, 256, 256)
     or (256, 256), first_box (4,) or None."""
-    def decode_batch(embedding, points, labels, boxes, mask_input, multimask, high_res):
+    def decode_batch(embedding, points, labels, boxes, mask_input, multimask):
         decoded = decode(embedding, points=points[0], labels=labels[0],
                          box=None if boxes is None else boxes[0], mask_input=mask_input[0:1],
-                         multimask=multimask, high_res=high_res)
+                         multimask=multimask, high_res=False)
         return Decoded(None, decoded.scores[None], decoded.low_res_logits[None])
 
     boxes = None if first_box is None else [first_box]
@@ -61,7 +61,7 @@ def cascaded_refinement_batch(decode_batch: Callable, upsample: Callable, embedd
         if not active:
             break
         decoded = decode_batch(embedding, points=points[active], labels=labels[active], boxes=boxes,
-                               mask_input=mask_input, multimask=True, high_res=False)
+                               mask_input=mask_input, multimask=True)
         best = torch.argmax(decoded.scores, dim=1)
         rows = torch.arange(len(active), device=best.device)
         best_low = decoded.low_res_logits[rows, best]

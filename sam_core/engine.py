@@ -139,22 +139,22 @@ class SamEngine:
         if mask_input is not None:
             mask_input = torch.as_tensor(mask_input).reshape(1, 256, 256)
         batch = self.decode_batch(embedding, points, labels, box, mask_input, multimask, attn_sim,
-                                  target_embedding, high_res)
-        return Decoded(None if batch.high_res_logits is None else batch.high_res_logits[0],
-                       batch.scores[0], batch.low_res_logits[0])
+                                  target_embedding)
+        low_res = batch.low_res_logits[0]
+        return Decoded(self.upsample(embedding, low_res) if high_res else None, batch.scores[0], low_res)
 
     @torch.no_grad()
     def decode_batch(self, embedding: ImageEmbedding, points: np.ndarray | None = None,
                      labels: np.ndarray | None = None, boxes: np.ndarray | None = None,
                      mask_input: torch.Tensor | np.ndarray | None = None, multimask: bool = True,
-                     attn_sim: torch.Tensor | None = None, target_embedding: torch.Tensor | None = None,
-                     high_res: bool = True) -> Decoded:
+                     attn_sim: torch.Tensor | None = None,
+                     target_embedding: torch.Tensor | None = None) -> Decoded:
         """Decode B prompt sets against one image embedding in one decoder call.
 
         points (B, N, 2) with labels (B, N) (every set has N points); boxes (B, 4); mask_input
-        (B, 256, 256); attn_sim (B or 1, 1, 1, 4096); target_embedding (B or 1, 1, C). Returns a
-        :class:`Decoded` whose tensors have a leading B: high_res_logits (B, K, H, W) or None,
-        scores (B, K), low_res_logits (B, K, 256, 256). Each set's result equals its own
+        (B, 256, 256); attn_sim (B or 1, 1, 1, 4096); target_embedding (B or 1, 1, C). Returns
+        ``Decoded(None, scores (B, K), low_res_logits (B, K, 256, 256))``: nothing is upsampled
+        (use :meth:`upsample` on the masks you keep). Each set's result equals its own
         :meth:`decode` to float rounding (the decoder's matrix products are batched).
         """
         coords, point_labels, box_tensor = self.prompt_tensors(embedding, points, labels, boxes)
@@ -173,10 +173,7 @@ class SamEngine:
             attn_sim=attn_sim,
             target_embedding=target_embedding,
         )
-        high = None
-        if high_res:
-            high = torch.stack([self.upsample(embedding, item) for item in low_res])
-        return Decoded(high, scores, low_res)
+        return Decoded(None, scores, low_res)
 
     @staticmethod
     def upsample(embedding: ImageEmbedding, low_res_logits: torch.Tensor) -> torch.Tensor:

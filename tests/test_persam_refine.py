@@ -1,7 +1,7 @@
 """SPEC 3.6 and 4: the order and contents of the decoder calls, and the empty-mask fallbacks.
 
-The real engine runs; a recording wrapper around ``decode`` keeps every call's arguments and
-outputs, and can force a call's output to an empty mask.
+The real engine runs; a recording wrapper around ``decode_batch`` keeps every call's arguments
+and outputs, and can force a call's output to an empty mask.
 """
 from __future__ import annotations
 
@@ -15,24 +15,30 @@ from sam_core import Decoded
 
 
 class Recorder:
+    """Wraps ``engine.decode_batch`` (segment decodes its prompt sets through it; one set per
+    call here) and records each call as the one prompt set it holds, with that set's output
+    (full-size logits included, upsampled for the record)."""
+
     def __init__(self, engine, force_empty=()):
         self.engine = engine
-        self.decode = engine.decode
+        self.decode_batch = engine.decode_batch
         self.calls = []
         self.force_empty = set(force_empty)
 
-    def __call__(self, embedding, points=None, labels=None, box=None, mask_input=None, multimask=True,
-                 attn_sim=None, target_embedding=None, high_res=True):
-        out = self.decode(embedding, points, labels, box, mask_input, multimask, attn_sim, target_embedding,
-                          high_res)
+    def __call__(self, embedding, points=None, labels=None, boxes=None, mask_input=None, multimask=True,
+                 attn_sim=None, target_embedding=None):
+        out = self.decode_batch(embedding, points, labels, boxes, mask_input, multimask, attn_sim,
+                                target_embedding)
+        assert len(out.low_res_logits) == 1  # one concept: one prompt set per call
         if len(self.calls) in self.force_empty:
-            low = torch.full_like(out.low_res_logits, -10.0)
-            high = None if out.high_res_logits is None else torch.full_like(out.high_res_logits, -10.0)
-            out = Decoded(high, out.scores, low)
-        self.calls.append(dict(points=np.asarray(points), labels=np.asarray(labels), box=box,
-                               mask_input=None if mask_input is None else torch.as_tensor(mask_input).clone(),
+            out = Decoded(None, out.scores, torch.full_like(out.low_res_logits, -10.0))
+        low = out.low_res_logits[0]
+        self.calls.append(dict(points=np.asarray(points)[0], labels=np.asarray(labels)[0],
+                               box=None if boxes is None else np.asarray(boxes)[0],
+                               mask_input=None if mask_input is None
+                               else torch.as_tensor(mask_input).clone().reshape(1, 256, 256),
                                multimask=multimask, attn_sim=attn_sim, target_embedding=target_embedding,
-                               out=out))
+                               out=Decoded(self.engine.upsample(embedding, low), out.scores[0], low)))
         return out
 
 
@@ -48,7 +54,7 @@ def image_and_mask():
 
 def recorded(persam, force_empty=()):
     recorder = Recorder(persam.engine, force_empty)
-    persam.engine.decode = recorder
+    persam.engine.decode_batch = recorder
     return recorder
 
 
