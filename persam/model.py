@@ -16,6 +16,7 @@ from sam_core.image_io import ImageLike
 
 from .cache import EmbeddingCache, image_key
 from .concept import METHODS, Concept, ConceptError
+from .find import Detection, detect
 from .fit import DEFAULT_STEPS, fit_mask_weights
 from .masks import MaskLike, load_mask, mask_box
 from .prior import (MASK_FILL_IMAGE, attention_guidance, best_and_worst_points,
@@ -166,6 +167,31 @@ class PerSAM:
         if concept.method == "persam-f":
             return self._segment_persam_f(embedding, concept)
         return self._segment_persam(embedding, concept)
+
+    # -- all instances and presence (SPEC 11) ---------------------------------------------
+    def find(self, image: ImageLike, concept: Concept, threshold: float | None = None,
+             max_instances: int = 10) -> Detection:
+        """Every instance of the concept's object in ``image`` and whether it is there at all.
+        ``threshold`` None: the concept's calibrated threshold, else ``DEFAULT_THRESHOLD``."""
+        _, embedding = self.embed(image)
+        return self.find_embedding(embedding, concept, threshold, max_instances)
+
+    def find_many(self, image: ImageLike, concepts: Sequence[Concept], threshold: float | None = None,
+                  max_instances: int = 10) -> list[Detection]:
+        """:meth:`find` for several concepts with one encoder pass."""
+        _, embedding = self.embed(image)
+        return self.find_many_embedding(embedding, concepts, threshold, max_instances)
+
+    def find_embedding(self, embedding: ImageEmbedding, concept: Concept, threshold: float | None = None,
+                       max_instances: int = 10) -> Detection:
+        """:meth:`find` on an already computed embedding."""
+        self.check_concept(concept)
+        return detect(self.engine, embedding, concept, threshold, max_instances, self._stage)
+
+    def find_many_embedding(self, embedding: ImageEmbedding, concepts: Sequence[Concept],
+                            threshold: float | None = None, max_instances: int = 10) -> list[Detection]:
+        """:meth:`find_many` on an already computed embedding."""
+        return [self.find_embedding(embedding, concept, threshold, max_instances) for concept in concepts]
 
     def _result(self, embedding: ImageEmbedding, low_res: torch.Tensor, score: float, points, labels,
                 box=None, logits: torch.Tensor | None = None) -> Segmentation:

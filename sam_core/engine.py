@@ -130,10 +130,58 @@ class SamEngine:
         masks = None
         if mask_input is not None:
             masks = torch.as_tensor(mask_input, dtype=torch.float, device=self.device).reshape(1, 1, 256, 256)
-        sparse, dense = self.sam.prompt_encoder(
+        prompts = self.sam.prompt_encoder(
             points=(coords, point_labels) if coords is not None else None, boxes=boxes, masks=masks
         )
-        low_res, scores = self.sam.mask_decoder(
+        low_res, scores = self._mask_decoder(embedding, prompts, multimask, attn_sim, target_embedding)
+        high = self.upsample(embedding, low_res[0]) if high_res else None
+        return Decoded(high, scores[0], low_res[0])
+
+    @torch.no_grad()
+    def decode_batch(
+        self,
+        embedding: ImageEmbedding,
+        points: np.ndarray | Sequence,
+        labels: np.ndarray | Sequence,
+        boxes: np.ndarray | Sequence | None = None,
+        mask_input: torch.Tensor | np.ndarray | None = None,
+        multimask: bool = True,
+        attn_sim: torch.Tensor | None = None,
+        target_embedding: torch.Tensor | None = None,
+    ) -> Decoded:
+        """Decode B prompt sets against one image in one decoder call.
+
+        points: (B, N, 2) (x, y) in original-image pixels, labels (B, N); boxes: (B, 4) or None;
+        mask_input: (B, 1, 256, 256) or None; attn_sim (1 or B, 1, 1, 4096) and
+        target_embedding (1 or B, 1, C) are the hooks of :meth:`decode`, shared or per set.
+        Returns ``Decoded(None, scores (B, K), low_res_logits (B, K, 256, 256))``: nothing is
+        upsampled (use :meth:`upsample` on the masks you keep). Row b equals :meth:`decode` of
+        prompt set b up to float rounding of the batched matrix products.
+        """
+        points = np.asarray(points, dtype=np.float64)
+        if points.ndim != 3 or points.shape[-1] != 2:
+            raise ValueError(f"points must be (B, N, 2), got shape {points.shape}")
+        batch = points.shape[0]
+        coords = torch.as_tensor(scale_coords(points, embedding.original_size), dtype=torch.float,
+                                 device=self.device)
+        point_labels = torch.as_tensor(np.asarray(labels).reshape(batch, -1), dtype=torch.int,
+                                       device=self.device)
+        box_tensor = masks = None
+        if boxes is not None:
+            box_tensor = torch.as_tensor(scale_boxes(np.asarray(boxes).reshape(batch, 4), embedding.original_size),
+                                         dtype=torch.float, device=self.device)
+        if mask_input is not None:
+            masks = torch.as_tensor(mask_input, dtype=torch.float, device=self.device).reshape(batch, 1, 256, 256)
+        prompts = self.sam.prompt_encoder(points=(coords, point_labels), boxes=box_tensor, masks=masks)
+        low_res, scores = self._mask_decoder(embedding, prompts, multimask, attn_sim, target_embedding)
+        return Decoded(None, scores, low_res)
+
+    def _mask_decoder(self, embedding: ImageEmbedding, prompts: tuple[torch.Tensor, torch.Tensor],
+                      multimask: bool, attn_sim: torch.Tensor | None,
+                      target_embedding: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mask decoder on (sparse, dense) prompt embeddings: (B, K, 256, 256), (B, K)."""
+        sparse, dense = prompts
+        return self.sam.mask_decoder(
             image_embeddings=embedding.features,
             image_pe=self.dense_pe(),
             sparse_prompt_embeddings=sparse,
@@ -142,8 +190,6 @@ class SamEngine:
             attn_sim=attn_sim,
             target_embedding=target_embedding,
         )
-        high = self.upsample(embedding, low_res[0]) if high_res else None
-        return Decoded(high, scores[0], low_res[0])
 
     @staticmethod
     def upsample(embedding: ImageEmbedding, low_res_logits: torch.Tensor) -> torch.Tensor:
