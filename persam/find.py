@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from sam_core.engine import ImageEmbedding, SamEngine
 
-from .concept import Concept
+from .concept import Calibration, Concept
 from .masks import mask_box
 from .prior import attention_guidance, best_and_worst_points, similarity_grid, upsample_similarity
 
@@ -354,3 +354,20 @@ def detect(engine: SamEngine, embedding: ImageEmbedding, concept: Concept, thres
     instances = find_instances(engine, embedding, concept, CANDIDATES_PER_INSTANCE * max_instances, stage)
     return make_detection(instances, resolve_threshold(concept, threshold), max_instances,
                           embedding.original_size)
+
+
+# -- calibration ---------------------------------------------------------------------------
+def calibration_from_scores(positive_scores: Sequence[float], negative_scores: Sequence[float]) -> Calibration:
+    """SPEC 11: the threshold with the highest balanced accuracy on the best-instance scores of
+    positive and negative images (ties: the higher), with AUROC and precision / recall there."""
+    from persam_eval import auroc, choose_threshold
+
+    chosen = choose_threshold(positive_scores, negative_scores)
+    return Calibration(threshold=chosen.threshold, n_pos=len(positive_scores), n_neg=len(negative_scores),
+                       auroc=auroc(positive_scores, negative_scores), precision=chosen.precision,
+                       recall=chosen.recall)
+
+
+def best_score(detection: Detection) -> float:
+    """The presence score of an image: its best instance's score (0.0 with no instance)."""
+    return detection.score

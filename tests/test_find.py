@@ -304,3 +304,20 @@ def test_concept_format_1_still_loads_and_uses_the_default_threshold(tmp_path):
     assert int(torch.load(tmp_path / "new.pt", weights_only=True)["format_version"]) == FORMAT_VERSION == 2
     again = Concept.load(tmp_path / "new.pt")
     assert again.calibration == concept.calibration and resolve_threshold(again, None) == 0.55
+
+
+def test_calibrate_on_stub_images(stub):
+    persam, concept = stub
+    positives = [image_with(SQUARES[:1]), image_with(SQUARES[1:3])]
+    negatives = [image_with(SQUARES[:1], PURPLE), canvas()]
+    scores_pos = persam.presence_scores(positives, concept)
+    scores_neg = persam.presence_scores(negatives, concept)
+    assert scores_neg[1] == 0.0 and min(scores_pos) > max(scores_neg)
+    calibrated = persam.calibrate(concept, positives, negatives)
+    assert calibrated is not concept and concept.calibration is None
+    c = calibrated.calibration
+    # separable: the lowest positive score is the highest threshold with balanced accuracy 1
+    assert c.threshold == pytest.approx(min(scores_pos))
+    assert (c.n_pos, c.n_neg, c.auroc, c.precision, c.recall) == (2, 2, 1.0, 1.0, 1.0)
+    assert persam.find(negatives[0], calibrated).present is False  # threshold=None: calibrated
+    assert all(persam.find(image, calibrated).present for image in positives)
