@@ -307,11 +307,13 @@ def candidate_prompts(concept: Concept, sim: torch.Tensor, grid: torch.Tensor, e
 
 def find_instances(engine: SamEngine, embedding: ImageEmbedding, concept: Concept, max_candidates: int,
                    stage: Callable[[str], object] | None = None,
-                   prompts: tuple[np.ndarray, np.ndarray] | None = None) -> list[Instance]:
+                   prompts: tuple[np.ndarray, np.ndarray] | None = None,
+                   stats: dict | None = None) -> list[Instance]:
     """Every candidate of ``concept`` decoded and scored, before suppression and threshold.
 
     ``prompts`` (points (B, N, 2), labels (B, N)) replaces the candidates from the grid.
-    ``stage(name)`` is an optional timing context manager (``PerSAM._stage``).
+    ``stage(name)`` is an optional timing context manager (``PerSAM._stage``). ``stats``, if
+    given, receives "candidates" and "refined" (those left after step-1 duplicates).
     """
     stage = stage or (lambda name: nullcontext())
     with stage("prior"):
@@ -329,6 +331,8 @@ def find_instances(engine: SamEngine, embedding: ImageEmbedding, concept: Concep
         else:
             decoded = decode_persam(engine, embedding, concept, points, labels, attn_sim)
         rows = np.flatnonzero(decoded.alive)
+        if stats is not None:
+            stats.update(candidates=len(points), refined=int(decoded.alive.sum()))
         masks = full_size_masks(engine, embedding, decoded.low_res[rows])
     instances = []
     unit_sim = (sim + 1) / 2
@@ -347,11 +351,15 @@ def find_instances(engine: SamEngine, embedding: ImageEmbedding, concept: Concep
 
 
 def detect(engine: SamEngine, embedding: ImageEmbedding, concept: Concept, threshold: float | None = None,
-           max_instances: int = 10, stage: Callable[[str], object] | None = None) -> Detection:
-    """``PerSAM.find_embedding``: candidates, batched decoding, suppression, threshold."""
+           max_instances: int = 10, stage: Callable[[str], object] | None = None,
+           max_candidates: int | None = None, stats: dict | None = None) -> Detection:
+    """``PerSAM.find_embedding``: candidates (at most ``max_candidates``, default
+    CANDIDATES_PER_INSTANCE x ``max_instances``), batched decoding, suppression, threshold."""
     if max_instances < 1:
         raise ValueError(f"max_instances must be at least 1, got {max_instances}")
-    instances = find_instances(engine, embedding, concept, CANDIDATES_PER_INSTANCE * max_instances, stage)
+    if max_candidates is None:
+        max_candidates = CANDIDATES_PER_INSTANCE * max_instances
+    instances = find_instances(engine, embedding, concept, max_candidates, stage, stats=stats)
     return make_detection(instances, resolve_threshold(concept, threshold), max_instances,
                           embedding.original_size)
 

@@ -172,7 +172,10 @@ class SamEngine:
                                          dtype=torch.float, device=self.device)
         if mask_input is not None:
             masks = torch.as_tensor(mask_input, dtype=torch.float, device=self.device).reshape(batch, 1, 256, 256)
-        prompts = self.sam.prompt_encoder(points=(coords, point_labels), boxes=box_tensor, masks=masks)
+        sparse, dense = self.sam.prompt_encoder(points=(coords, point_labels), boxes=box_tensor, masks=masks)
+        # Without mask inputs the dense prompt is the same for every set: keep one copy, so the
+        # decoder does the image-only part of its first block once for the whole batch.
+        prompts = (sparse, dense if masks is not None else dense[:1])
         low_res, scores = self._mask_decoder(embedding, prompts, multimask, attn_sim, target_embedding)
         return Decoded(None, scores, low_res)
 
