@@ -4,6 +4,7 @@
   ``Annotations/<object>/NN.png``).
 * :class:`DavisDataset` - DAVIS-2017 (``JPEGImages/480p``, ``Annotations/480p``,
   ``ImageSets/2017/<split>.txt``).
+* :func:`make_multi_instance` - seeded multi-instance images made from PerSeg (SPEC 11).
 * Image helpers that return upright RGB uint8 images, label maps and boolean masks.
 
 Readers list files when opened and read pixels only on access. Layout problems raise
@@ -19,6 +20,7 @@ from .io import (
     read_label_map,
     read_rgb_image,
 )
+from .multi_instance import make_multi_instance, paste_instances
 from .perseg import IMAGE_EXTENSIONS, PerSegDataset, PerSegSample
 
 __all__ = [
@@ -33,4 +35,6 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "DavisDataset",
     "VOID_LABEL",
+    "make_multi_instance",
+    "paste_instances",
 ]

@@ -4,6 +4,9 @@
   :func:`iou` (J), :func:`boundary_f` (F), :func:`db_statistics` (Mean/Recall/Decay).
 * PerSeg: :func:`evaluate_perseg` (files) and :func:`perseg_scores` (in-memory counts),
   with the definitions of PerSAM's ``eval_miou.py``.
+* Presence and instances (``find``, SPEC 11): :func:`auroc`, :func:`presence_counts`
+  (precision / recall / F1 at a threshold), :func:`choose_threshold`, :func:`match_instances`
+  and :func:`instance_counts` (matching at IoU 0.5, count accuracy).
 * DAVIS-2017 semi-supervised: :func:`evaluate_davis` (files, writes the toolkit's CSVs)
   and :func:`score_sequence` (arrays).
 """
@@ -20,6 +23,8 @@ from .davis import (
     score_sequence,
 )
 from .errors import PredictionError
+from .presence import (MATCH_IOU, InstanceCounts, PresenceCounts, auroc, choose_threshold,
+                       instance_counts, match_instances, presence_counts)
 from .metrics import (
     DEFAULT_BOUND_TH,
     boundary_f,
@@ -41,6 +46,14 @@ from .perseg import (
 
 __all__ = [
     "PredictionError",
+    "MATCH_IOU",
+    "InstanceCounts",
+    "PresenceCounts",
+    "auroc",
+    "choose_threshold",
+    "instance_counts",
+    "match_instances",
+    "presence_counts",
     "DEFAULT_BOUND_TH",
     "iou",
     "boundary_f",

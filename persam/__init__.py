@@ -4,10 +4,13 @@
 >>> persam = PerSAM(build_sam("vit_t", "mobile_sam.pt"))
 >>> concept = persam.learn("ref.jpg", "ref_mask.png")
 >>> mask = persam.segment("new.jpg", concept).mask
+>>> detection = persam.find("new.jpg", concept)   # all copies, and whether it is there
+>>> detection.present, [i.box for i in detection.instances]
 """
 from sam_core import build_sam
 
-from .concept import Concept, ConceptError
+from .concept import Calibration, Concept, ConceptError
+from .find import DEFAULT_THRESHOLD, Detection, Instance
 from .masks import MaskError, load_mask
 from .model import PerSAM, PerSAMF, Segmentation, label_map, resolve_overlaps
 from .prior import EmptyTargetError
@@ -15,5 +18,5 @@ from .video import Tracker
 
 __version__ = "0.1.0"
 
-__all__ = ["build_sam", "Concept", "ConceptError", "MaskError", "load_mask", "PerSAM", "PerSAMF",
+__all__ = ["build_sam", "Calibration", "Concept", "DEFAULT_THRESHOLD", "Detection", "Instance", "ConceptError", "MaskError", "load_mask", "PerSAM", "PerSAMF",
            "Segmentation", "label_map", "resolve_overlaps", "EmptyTargetError", "Tracker", "__version__"]

@@ -10,11 +10,36 @@ import torch
 from persam_files import atomic_write
 
 METHODS = ("persam", "persam-f")
-FORMAT_VERSION = 1
+# 2: optional presence calibration (threshold and its statistics); version 1 files still load.
+FORMAT_VERSION = 2
 
 
 class ConceptError(ValueError):
     """A concept file that cannot be used, or a concept used with the wrong model."""
+
+
+@dataclass
+class Calibration:
+    """A presence threshold chosen on labeled images (see :func:`persam.find.calibrate`), with
+    the statistics it was chosen from: n_pos / n_neg images, AUROC of the best-instance
+    scores, and precision / recall at ``threshold``."""
+
+    threshold: float
+    n_pos: int
+    n_neg: int
+    auroc: float
+    precision: float
+    recall: float
+
+    def to_dict(self) -> dict:
+        return {"threshold": float(self.threshold), "n_pos": int(self.n_pos), "n_neg": int(self.n_neg),
+                "auroc": float(self.auroc), "precision": float(self.precision), "recall": float(self.recall)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Calibration":
+        return cls(threshold=float(data["threshold"]), n_pos=int(data["n_pos"]), n_neg=int(data["n_neg"]),
+                   auroc=float(data["auroc"]), precision=float(data["precision"]),
+                   recall=float(data["recall"]))
 
 
 @dataclass
@@ -26,6 +51,8 @@ class Concept:
         (max + mean) / 2 for PerSAM-F).
     mask_weights: (3,) PerSAM-F scale weights, None for PerSAM.
     model_type / fingerprint: the SAM model the features come from.
+    calibration: the presence threshold chosen for ``find`` and its statistics, or None
+        (``find`` then uses ``persam.find.DEFAULT_THRESHOLD``).
     """
 
     method: str
@@ -37,6 +64,7 @@ class Concept:
     name: str = ""
     num_references: int = 1
     meta: dict = field(default_factory=dict)
+    calibration: Calibration | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -55,6 +83,7 @@ class Concept:
             "fingerprint": self.fingerprint,
             "name": self.name,
             "num_references": self.num_references,
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -79,10 +108,16 @@ class Concept:
             version = int(data.get("format_version", 0))
             if version > FORMAT_VERSION:
                 raise ConceptError(f"{path} was written by a newer persam (format {version})")
+            calibration = data.get("calibration")  # absent before format 2
+            try:
+                calibration = None if calibration is None else Calibration.from_dict(calibration)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ConceptError(f"{path} has a malformed calibration ({type(exc).__name__})") from None
             concept = cls(method=data["method"], target_embedding=data["target_embedding"],
                           target_feature=data["target_feature"], model_type=data["model_type"],
                           fingerprint=data["fingerprint"], mask_weights=data.get("mask_weights"),
-                          name=data.get("name", ""), num_references=int(data.get("num_references", 1)))
+                          name=data.get("name", ""), num_references=int(data.get("num_references", 1)),
+                          calibration=calibration)
             concept.check()
         except ConceptError as exc:
             message = str(exc)

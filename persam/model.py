@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from contextlib import nullcontext
 from typing import Callable, ContextManager, Iterable, Sequence
 
@@ -15,6 +15,7 @@ from sam_core import ImageEmbedding, ImageLike, Sam, SamEngine, build_sam, load_
 
 from .cache import EmbeddingCache, image_key
 from .concept import METHODS, Concept, ConceptError
+from .find import Detection, calibration_from_scores, detect
 from .fit import DEFAULT_STEPS
 from .mask_weights import fit_reference_weights, weighted_masks
 from .masks import MaskLike, load_mask, mask_box
@@ -185,6 +186,47 @@ class PerSAM:
                 for row, result in zip(rows, group):
                     results[row] = result
         return results  # type: ignore[return-value]
+
+    # -- all instances and presence (SPEC 11) ---------------------------------------------
+    def find(self, image: ImageLike, concept: Concept, threshold: float | None = None,
+             max_instances: int = 10) -> Detection:
+        """Every instance of the concept's object in ``image`` and whether it is there at all.
+        ``threshold`` None: the concept's calibrated threshold, else ``DEFAULT_THRESHOLD``."""
+        _, embedding = self.embed(image)
+        return self.find_embedding(embedding, concept, threshold, max_instances)
+
+    def find_many(self, image: ImageLike, concepts: Sequence[Concept], threshold: float | None = None,
+                  max_instances: int = 10) -> list[Detection]:
+        """:meth:`find` for several concepts with one encoder pass."""
+        _, embedding = self.embed(image)
+        return self.find_many_embedding(embedding, concepts, threshold, max_instances)
+
+    def find_embedding(self, embedding: ImageEmbedding, concept: Concept, threshold: float | None = None,
+                       max_instances: int = 10) -> Detection:
+        """:meth:`find` on an already computed embedding."""
+        self.check_concept(concept)
+        return detect(self.engine, embedding, concept, threshold, max_instances, self._stage)
+
+    def find_many_embedding(self, embedding: ImageEmbedding, concepts: Sequence[Concept],
+                            threshold: float | None = None, max_instances: int = 10) -> list[Detection]:
+        """:meth:`find_many` on an already computed embedding."""
+        return [self.find_embedding(embedding, concept, threshold, max_instances) for concept in concepts]
+
+    def presence_scores(self, images: Iterable[ImageLike], concept: Concept, max_instances: int = 10,
+                        progress: Callable[[Iterable], Iterable] | None = None) -> list[float]:
+        """Each image's best instance score (0.0 when nothing is found), before any threshold."""
+        images = progress(images) if progress is not None else images
+        return [self.find(image, concept, threshold=float("-inf"), max_instances=max_instances).score
+                for image in images]
+
+    def calibrate(self, concept: Concept, positives: Sequence[ImageLike], negatives: Sequence[ImageLike],
+                  max_instances: int = 10, progress: Callable[[Iterable], Iterable] | None = None) -> Concept:
+        """A copy of ``concept`` with a presence threshold chosen on images that show the object
+        (``positives``) and images that do not (``negatives``); see ``Calibration``."""
+        if not positives or not negatives:
+            raise ValueError("calibration needs at least one positive and one negative image")
+        scores = [self.presence_scores(images, concept, max_instances, progress) for images in (positives, negatives)]
+        return replace(concept, calibration=calibration_from_scores(*scores))
 
     def _result(self, embedding: ImageEmbedding, low_res: torch.Tensor, score: float, points, labels,
                 box=None, logits: torch.Tensor | None = None) -> Segmentation:

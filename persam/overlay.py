@@ -36,3 +36,21 @@ def draw_overlay(image: np.ndarray, masks: list[np.ndarray] | np.ndarray, points
             cv2.drawMarker(canvas, (int(x), int(y)), (255, 255, 255), cv2.MARKER_STAR, 22 * scale, 4 * scale)
             cv2.drawMarker(canvas, (int(x), int(y)), colour, cv2.MARKER_STAR, 20 * scale, 2 * scale)
     return canvas
+
+
+def instance_overlay(image: np.ndarray, masks: list[np.ndarray], scores: list[float],
+                     alpha: float = 0.4) -> np.ndarray:
+    """Each instance tinted and outlined in its palette colour (instance i gets colour i + 1,
+    as in the label map), with its score written at the top-left of its outline."""
+    colours = [tuple(int(c) for c in _PALETTE[index + 1]) for index in range(len(masks))]
+    canvas = draw_overlay(image, masks, alpha=alpha, colours=colours) if masks else image.copy()
+    scale = max(1, round(max(image.shape[:2]) / 500))
+    for mask, score, colour in zip(masks, scores, colours):
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if rows.size == 0:
+            continue
+        origin = (int(cols[0]), max(int(rows[0]) - 4 * scale, 12 * scale))
+        for thickness, ink in ((3 * scale, (255, 255, 255)), (scale, colour)):
+            cv2.putText(canvas, f"{score:.2f}", origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, ink, thickness,
+                        cv2.LINE_AA)
+    return canvas

@@ -62,20 +62,31 @@ def normalized(vector: torch.Tensor) -> torch.Tensor:
     return vector / vector.norm(dim=-1, keepdim=True)
 
 
+def similarity_grid(embedding: ImageEmbedding, target_feature: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of the (normalized) target feature to every normalized cell:
+    (64, 64) for a (256,) target, (K, 64, 64) for (K, 256) targets."""
+    features = embedding.features[0]
+    channels, height, width = features.shape
+    cells = (features / features.norm(dim=0, keepdim=True)).reshape(channels, height * width)
+    targets = target_feature.reshape(-1, channels).to(cells)
+    grid = (targets @ cells).reshape(-1, height, width)
+    return grid[0] if target_feature.ndim == 1 else grid
+
+
+def upsample_similarity(grid: torch.Tensor, embedding: ImageEmbedding) -> torch.Tensor:
+    """(64, 64) or (K, 64, 64) similarity -> bilinear x4 -> SAM's postprocess to (H, W) / (K, H, W)."""
+    sim = F.interpolate(grid.reshape(1, -1, *grid.shape[-2:]), scale_factor=4, mode="bilinear")
+    sim = postprocess_masks(sim, embedding.input_size, embedding.original_size)[0]
+    return sim[0] if grid.ndim == 2 else sim
+
+
 def similarity_map(embedding: ImageEmbedding, target_feature: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of the (normalized) target feature to every cell, at full size (H, W).
 
     64x64 -> bilinear x4 -> SAM's postprocess to the original size. ``target_feature`` may
     be (256,) or (K, 256) for several targets at once, giving (H, W) or (K, H, W).
     """
-    features = embedding.features[0]
-    channels, height, width = features.shape
-    cells = (features / features.norm(dim=0, keepdim=True)).reshape(channels, height * width)
-    targets = target_feature.reshape(-1, channels).to(cells)
-    sim = (targets @ cells).reshape(1, -1, height, width)
-    sim = F.interpolate(sim, scale_factor=4, mode="bilinear")
-    sim = postprocess_masks(sim, embedding.input_size, embedding.original_size)[0]
-    return sim[0] if target_feature.ndim == 1 else sim
+    return upsample_similarity(similarity_grid(embedding, target_feature), embedding)
 
 
 def top_k_points(sim: torch.Tensor, k: int) -> np.ndarray:

@@ -164,6 +164,10 @@ class SamEngine:
         sparse, dense = self.sam.prompt_encoder(
             points=(coords, point_labels) if coords is not None else None, boxes=box_tensor, masks=masks
         )
+        if masks is None:
+            # Without mask inputs the dense prompt is the same for every set: keep one copy, so
+            # the decoder does the image-only part of its first block once for the whole batch.
+            dense = dense[:1]
         low_res, scores = self.sam.mask_decoder(
             image_embeddings=embedding.features,
             image_pe=self.dense_pe(),

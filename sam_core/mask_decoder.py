@@ -30,7 +30,7 @@ class MaskDecoder(nn.Module):
     """Predicts masks from an image embedding and prompts.
 
     image_embeddings (1 or B, C, 64, 64), image_pe (1, C, 64, 64), sparse prompt
-    embeddings (B, N, C), dense prompt embeddings (B, C, 64, 64) ->
+    embeddings (B, N, C), dense prompt embeddings (1 or B, C, 64, 64) ->
     low-res mask logits (B, K, 256, 256) and predicted IoU scores (B, K), with K = 3 when
     ``multimask_output`` else 1. ``attn_sim`` and ``target_embedding`` are PerSAM's
     optional hooks, passed to the transformer (see ``transformer.py``).
@@ -75,10 +75,11 @@ class MaskDecoder(nn.Module):
         batch = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse_prompt_embeddings], dim=1)
-        if image_embeddings.shape[0] != batch:  # one image, several prompt sets
-            image_embeddings = image_embeddings.expand(batch, -1, -1, -1)
+        # One image and several prompt sets: image-side tensors broadcast against the B token
+        # sets. When the dense prompt is shared too (batch 1), the image stays batch 1 until the
+        # first block's image-to-token attention, so its projections are computed once.
         src = image_embeddings + dense_prompt_embeddings
-        pos_src = image_pe.expand(batch, -1, -1, -1)
+        pos_src = image_pe.expand(src.shape[0], -1, -1, -1)
         _, chans, height, width = src.shape
 
         hs, src = self.transformer(src, pos_src, tokens, attn_sim=attn_sim, target_embedding=target_embedding)

@@ -28,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, metavar="DIR", help="PerSeg-layout folder")
     parser.add_argument("--ref-idx", default="00", help="reference image index (default: 00)")
     parser.add_argument("--objects", type=int, default=0, help="use only the first N objects (0: all)")
+    parser.add_argument("--find-candidates", type=int, default=8, metavar="N",
+                        help="also time 'find' with at most N candidates on each image's cached "
+                             "embedding, against segment after the encoder (default: 8; 0: skip)")
     parser.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
     parser.set_defaults(func=run)
 
@@ -39,6 +42,7 @@ def peak_rss_mib() -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    from persam.find import detect
     from persam_files import write_json
     from persam_datasets import PerSegDataset
 
@@ -53,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     persam.timer = timer
     images = 0
     start = time.perf_counter()
-    learn_seconds = segment_seconds = 0.0
+    learn_seconds = segment_seconds = find_seconds = 0.0
+    find_counts = {"candidates": 0, "refined": 0}
     total = sum(len(dataset.samples(name)) for name in objects)
     with tqdm(total=total, desc="bench", unit="img") as progress:
         for name in objects:
@@ -62,9 +67,19 @@ def run(args: argparse.Namespace) -> int:
             concept = persam.learn(image, mask, name=name)
             learn_seconds += time.perf_counter() - tick
             for sample in dataset.samples(name):
+                image = sample.read_image()
                 tick = time.perf_counter()
-                persam.segment(sample.read_image(), concept)
+                persam.segment(image, concept)
                 segment_seconds += time.perf_counter() - tick
+                if args.find_candidates > 0:  # same image, embedding from the cache: no encoder
+                    _, embedding = persam.embed(image)
+                    stats: dict = {}
+                    tick = time.perf_counter()
+                    detect(persam.engine, embedding, concept, float("-inf"), max_candidates=args.find_candidates,
+                           stats=stats)
+                    find_seconds += time.perf_counter() - tick
+                    for key in find_counts:
+                        find_counts[key] += stats.get(key, 0)
                 images += 1
                 progress.update(1)
             persam.cache.clear()
@@ -81,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         "stage_calls": {stage: timer.counts.get(stage, 0) for stage in STAGES},
         "learn_s": round(learn_seconds, 4),
         "segment_s": round(segment_seconds, 4),
+        "segment_after_encoder_s": round(timer.seconds.get("prior", 0.0) + timer.seconds.get("decode", 0.0), 4),
         "wall_s": round(wall, 4),
         "model_load_s": round(load_seconds, 4),
         "images_per_s": round(images / wall, 4) if wall else None,
@@ -88,6 +104,12 @@ def run(args: argparse.Namespace) -> int:
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
+    if args.find_candidates > 0:
+        after_encoder = report["segment_after_encoder_s"]
+        report["find"] = {"max_candidates": args.find_candidates, "find_s": round(find_seconds, 4),
+                          "candidates_mean": round(find_counts["candidates"] / max(images, 1), 2),
+                          "refined_mean": round(find_counts["refined"] / max(images, 1), 2),
+                          "find_over_segment": round(find_seconds / after_encoder, 3) if after_encoder else None}
     if persam.engine.device.type == "cuda":
         report["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     print(format_report(report))
@@ -105,10 +127,20 @@ def format_report(report: dict) -> str:
         seconds = report["stages_s"][stage]
         per_call = f"{1000 * seconds / calls:10.1f}" if calls else f"{'-':>10}"
         lines.append(f"{STAGE_LABELS[stage]:<24}{seconds:10.3f}{calls:8d}{per_call}")
+    if "find" in report:
+        find = report["find"]
+        per_image = f"{1000 * find['find_s'] / report['images']:10.1f}" if report["images"] else f"{'-':>10}"
+        lines.append(f"{'find (' + str(find['max_candidates']) + ' candidates)':<24}{find['find_s']:10.3f}"
+                     f"{report['images']:8d}{per_image}")
     lines += [f"{'learn (all objects)':<24}{report['learn_s']:10.3f}",
               f"{'segment (all images)':<24}{report['segment_s']:10.3f}",
               f"{'wall':<24}{report['wall_s']:10.3f}",
               f"images/s {report['images_per_s']}   encoder passes {report['encoder_passes']}   "
               f"peak RSS {report['peak_rss_mib']} MiB"
               + (f"   peak CUDA {report['peak_cuda_mib']} MiB" if "peak_cuda_mib" in report else "")]
+    if "find" in report:
+        find = report["find"]
+        lines.append(f"find / segment after the encoder: {find['find_over_segment']}x "
+                     f"(segment {report['segment_after_encoder_s']:.3f} s, find {find['find_s']:.3f} s; "
+                     f"{find['candidates_mean']} candidates per image, {find['refined_mean']} refined)")
     return "\n".join(lines)

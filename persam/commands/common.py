@@ -46,3 +46,52 @@ def make_persam(args: argparse.Namespace, sam=None):
     cls = PerSAMF if getattr(args, "method", "persam") == "persam-f" else PerSAM
     steps = check_fit_steps(args)
     return cls(sam if sam is not None else load_sam(args), fit_steps=steps)
+
+
+def add_reference_args(parser: argparse.ArgumentParser) -> None:
+    """--ref-image/--ref-mask or --concept: what to look for."""
+    ref = parser.add_argument_group("what to look for (a reference pair or a concept)")
+    ref.add_argument("--ref-image", metavar="IMG", help="reference image showing your object")
+    ref.add_argument("--ref-mask", metavar="PNG", help="mask of your object in the reference image "
+                     "(any nonzero pixel is the object)")
+    ref.add_argument("--concept", metavar="FILE", help="a concept saved by 'persam learn'")
+
+
+def load_reference(args: argparse.Namespace):
+    """Check --concept / --ref-image/--ref-mask before any model is loaded.
+
+    Returns (concept, None) or (None, (reference image, reference mask)).
+    """
+    from persam_files import read_image as load_image
+    from persam import Concept
+    from persam.masks import load_mask
+    from persam.prior import reference_grid
+
+    if args.concept and (args.ref_image or args.ref_mask):
+        raise ValueError("give either --concept or --ref-image/--ref-mask, not both")
+    if not args.concept and not (args.ref_image and args.ref_mask):
+        raise ValueError("give --ref-image and --ref-mask (or --concept FILE)")
+    if args.concept:
+        return Concept.load(args.concept), None
+    ref_image = load_image(args.ref_image)
+    ref_mask = load_mask(args.ref_mask, ref_image.shape[:2], name=args.ref_mask)
+    reference_grid(ref_mask, args.ref_mask)
+    return None, (ref_image, ref_mask)
+
+
+def reference_concept(args: argparse.Namespace, persam, concept, reference):
+    """The loaded concept, or one learned now from the reference pair; checked against the model."""
+    from pathlib import Path
+
+    if concept is None:
+        concept = persam.learn(*reference, name=Path(args.ref_image).stem)
+    persam.check_concept(concept)
+    return concept
+
+
+def unique_stems(images) -> None:
+    """Outputs are named after their inputs: refuse two inputs with the same stem."""
+    names = [image.stem for image in images]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"several inputs are named {duplicates[0]!r}; their outputs would overwrite each other")

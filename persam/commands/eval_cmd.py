@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
+
+from tqdm import tqdm
+
+from .common import add_model_args, make_persam
 
 __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``eval`` with its ``perseg`` and ``davis`` sub-commands to the persam parser."""
+    """Add ``eval`` with its ``perseg``, ``davis``, ``presence`` and ``instances`` sub-commands."""
     parser = subparsers.add_parser(
         "eval",
-        help="score saved masks on PerSeg (mIoU) or DAVIS-2017 (J&F)",
+        help="score saved masks on PerSeg (mIoU) or DAVIS-2017 (J&F); score 'find' (presence, instances)",
         description="Score saved predictions with the PerSeg (eval_miou.py) or DAVIS-2017 "
         "(davis2017-evaluation) protocol.",
     )
@@ -50,6 +55,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     davis.add_argument("--json", type=Path, metavar="FILE", help="also write the scores as JSON")
     davis.set_defaults(func=run_davis)
 
+    for name, summary, description, data_help, func in FIND_PROTOCOLS:
+        protocol = targets.add_parser(name, help=summary, description=description)
+        add_model_args(protocol)
+        protocol.add_argument("--data", required=True, type=Path, metavar="DIR", help=data_help)
+        add_find_eval_args(protocol)
+        protocol.set_defaults(func=func)
+
+
+def add_find_eval_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ref-idx", default="00", metavar="NN", help="reference image index (default: 00)")
+    parser.add_argument("--threshold", type=float, default=None, metavar="T",
+                        help="presence threshold (default: persam's default threshold)")
+    parser.add_argument("--max-instances", type=int, default=10, metavar="N", help="default: 10")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the scores as JSON")
+
+
+def run_presence(args: argparse.Namespace) -> int:
+    from persam.find_eval import format_presence, perseg_presence
+
+    return run_find_protocol(args, perseg_presence, format_presence, "presence")
+
+
+def run_instances(args: argparse.Namespace) -> int:
+    from persam.find_eval import format_instances, multi_instance
+
+    return run_find_protocol(args, multi_instance, format_instances, "instances")
+
+
+def run_find_protocol(args: argparse.Namespace, protocol, formatter, name: str) -> int:
+    """Load the folder and the model, run ``protocol``, print ``formatter``'s table, save JSON."""
+    from persam_datasets import PerSegDataset
+    from persam_files import write_json
+
+    dataset = PerSegDataset(args.data, ref_idx=args.ref_idx)
+    persam = make_persam(args)
+    progress = partial(tqdm, desc=name, unit="img")
+    result = protocol(persam, dataset, args.threshold, args.max_instances, progress=progress)
+    print(formatter(result))
+    if args.json is not None:
+        write_json(args.json, {"method": persam.method, **result})
+        print(f"Scores saved in {args.json}")
+    return 0
+
 
 def run_perseg(args: argparse.Namespace) -> int:
     from persam_eval import evaluate_perseg, write_json_atomic
@@ -75,3 +123,18 @@ def run_davis(args: argparse.Namespace) -> int:
         write_json_atomic(args.json, scores.to_dict())
         print(f"Scores saved in {args.json}")
     return 0
+
+
+# name, help, description, --data help, runner: the 'find' protocols (SPEC 11)
+FIND_PROTOCOLS = (
+    ("presence", "AUROC of 'persam find' deciding presence on PerSeg (other objects are the negatives)",
+     "For each object: a concept from its reference; positives are its test images, negatives the "
+     "test images of every other object; scores are the best instance's. Prints per-object AUROC "
+     "and precision/recall/F1 at the threshold, and 'mean AUROC: x'.",
+     "PerSeg folder (Images/, Annotations/)", run_presence),
+    ("instances", "instance precision/recall (IoU 0.5) and count accuracy of 'persam find'",
+     "On a folder made by scripts/make_multi_instance.py (PerSeg layout, instance label maps): a "
+     "concept per object from its reference; predicted instances match ground truth at mask "
+     "IoU >= 0.5, greedily by score.",
+     "multi-instance folder (persam_datasets.make_multi_instance)", run_instances),
+)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .common import add_model_args, make_persam
+from .common import add_model_args, add_reference_args, load_reference, make_persam, reference_concept, unique_stems
 
 HELP = "segment your object in images, from a reference image+mask or a saved concept"
 
@@ -15,11 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "segment", help=HELP, description=HELP + ". Masks are written as OUT/<image name>.png (0/255).")
     add_model_args(parser)
-    ref = parser.add_argument_group("what to look for (a reference pair or a concept)")
-    ref.add_argument("--ref-image", metavar="IMG", help="reference image showing your object")
-    ref.add_argument("--ref-mask", metavar="PNG", help="mask of your object in the reference image "
-                     "(any nonzero pixel is the object)")
-    ref.add_argument("--concept", metavar="FILE", help="a concept saved by 'persam learn'")
+    add_reference_args(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--overlay", action="store_true",
                         help="also write OUT/<name>_overlay.jpg with the mask and prompt points drawn")
@@ -27,40 +23,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def check_reference_args(args: argparse.Namespace) -> None:
-    if args.concept and (args.ref_image or args.ref_mask):
-        raise ValueError("give either --concept or --ref-image/--ref-mask, not both")
-    if not args.concept and not (args.ref_image and args.ref_mask):
-        raise ValueError("give --ref-image and --ref-mask (or --concept FILE)")
-
-
 def run(args: argparse.Namespace) -> int:
-    from persam import Concept
     from persam.io import collect_images
     from persam_files import read_image as load_image, save_image, save_mask_png
-    from persam.masks import load_mask
     from persam.overlay import draw_overlay
-    from persam.prior import reference_grid
 
     # Check everything cheap before any model is loaded.
-    check_reference_args(args)
+    concept, reference = load_reference(args)
     images = collect_images(args.inputs)
-    names = [image.stem for image in images]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"several inputs are named {duplicates[0]!r}; their masks would overwrite each other")
-    concept = Concept.load(args.concept) if args.concept else None
-    if concept is None:
-        ref_image = load_image(args.ref_image)
-        ref_mask = load_mask(args.ref_mask, ref_image.shape[:2], name=args.ref_mask)
-        reference_grid(ref_mask, args.ref_mask)
+    unique_stems(images)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     persam = make_persam(args)
-    if concept is None:
-        concept = persam.learn(ref_image, ref_mask, name=Path(args.ref_image).stem)
-    persam.check_concept(concept)
+    concept = reference_concept(args, persam, concept, reference)
     found = 0
     for path in tqdm(images, desc=f"segment ({concept.method})", unit="img"):
         image = load_image(path)
