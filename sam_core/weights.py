@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
+import logging  # noqa: F401  (levels)
 import os
 import re
 import sys
@@ -180,7 +180,9 @@ def _notice(message: str) -> None:
 @contextlib.contextmanager
 def _quiet_pooch() -> Iterator[None]:
     """pooch logs its own 'Downloading ...' line at INFO; ours (with name and size) replaces it."""
-    logger = logging.getLogger("pooch")
+    import pooch
+
+    logger = pooch.get_logger()  # pooch's own Logger object (not registered with logging)
     level = logger.level
     logger.setLevel(logging.WARNING)
     try:
@@ -275,15 +277,19 @@ def download(entry: ModelEntry, quiet: bool = False) -> Path:
                 f"to {path}{resume}")
     downloader = ResumingDownloader(part, entry.bytes, label=entry.filename)
     try:
-        with _quiet_pooch():
-            pooch.retrieve(entry.url, known_hash=f"sha256:{entry.sha256}", fname=path.name,
-                           path=path.parent, downloader=downloader)
+        try:
+            with _quiet_pooch():
+                pooch.retrieve(entry.url, known_hash=f"sha256:{entry.sha256}", fname=path.name,
+                               path=path.parent, downloader=downloader)
+        finally:
+            if partial_bytes(entry) == 0:  # nothing received: leave no empty .part behind
+                part.unlink(missing_ok=True)
     except DownloadError:
         raise
     except ValueError as exc:  # pooch: the SHA-256 does not match; it has deleted the file
         part.unlink(missing_ok=True)
         detail = " ".join(str(exc).split())
-        got = re.search(r"\(([0-9a-f]{64})\)", detail)
+        got = re.search(r"got ([0-9a-f]{64})", detail)
         raise DownloadError(
             f"{entry.name}: the file downloaded from {entry.url} has SHA-256 "
             f"{got.group(1) if got else '(other)'}, expected {entry.sha256}; the download was deleted"
