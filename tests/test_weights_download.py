@@ -329,33 +329,45 @@ def test_cache_folder_defaults_to_the_user_cache(monkeypatch):
     assert cached_path(OFFICIAL_MODELS["vit_t"]) == Path(platformdirs.user_cache_dir("persam", appauthor=False)) / "mobile_sam.pt"
 
 
-def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "persam", *args], capture_output=True, text=True,
-                          env={**os.environ, **env}, cwd=ROOT, timeout=300)
+def _main(capsys, *args: str) -> tuple[int, str, str]:
+    from persam.cli import main
+
+    status = main(list(args))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
 
 
-def test_cli_download_and_models(server, payload, env, tmp_path):
+def _rows(listing: str) -> dict[str, list[str]]:
+    return {line.split()[0]: line.split() for line in listing.splitlines()[1:] if line.strip()}
+
+
+def test_cli_download_and_models(server, payload, env, capsys):
     home = env(tiny_entry(server, payload))
-    variables = {"PERSAM_HOME": str(home), "PERSAM_MODELS_FILE": str(tmp_path / "models.json"),
-                 "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))}
-    listed = _cli("models", env=variables)
-    assert listed.returncode == 0, listed.stderr
-    rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
+    status, out, _ = _main(capsys, "models")
+    assert status == 0
+    rows = _rows(out)
     assert set(rows) >= {"vit_t", "vit_b", "vit_l", "vit_h", "tiny"}
-    assert "no" in rows["tiny"].split()
-    done = _cli("download", "tiny", env=variables)
-    assert done.returncode == 0, done.stderr
-    assert str(home / "tiny_sam.pth") in done.stdout and "downloading tiny" in done.stderr
-    again = _cli("download", "tiny", env=variables)
-    assert again.returncode == 0 and "already cached" in again.stdout
+    assert "no" in rows["tiny"] and str(home / "mobile_sam.pt") in rows["vit_t"]
+    status, out, err = _main(capsys, "download", "tiny")
+    assert status == 0 and str(home / "tiny_sam.pth") in out and "downloading tiny" in err
+    status, out, _ = _main(capsys, "download", "tiny")
+    assert status == 0 and "already cached" in out
     assert len(server.log) == 1
-    listed = _cli("models", env=variables)
-    assert "yes" in {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}["tiny"].split()
-    offline = _cli("download", "vit_h", env={**variables, "PERSAM_OFFLINE": "1"})
-    assert offline.returncode == 1
-    assert offline.stderr.count("\n") == 1 and "sam_vit_h_4b8939.pth" in offline.stderr
-    unknown = _cli("download", "vit_x", env=variables)
-    assert unknown.returncode == 1 and "unknown model name" in unknown.stderr
+    assert "yes" in _rows(_main(capsys, "models")[1])["tiny"]
+    status, _, err = _main(capsys, "download", "vit_x")
+    assert status == 1 and "unknown model name" in err
+
+
+def test_cli_offline_error_is_one_line(tmp_path):
+    """The real console entry point, in its own process: exit 1 and one line naming the file."""
+    variables = {"PERSAM_HOME": str(tmp_path), "PERSAM_OFFLINE": "1",
+                 "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))}
+    done = subprocess.run([sys.executable, "-m", "persam", "download", "vit_h"], capture_output=True,
+                          text=True, env={**os.environ, **variables}, cwd=ROOT, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "PERSAM_OFFLINE=1" in done.stderr and str(tmp_path / "sam_vit_h_4b8939.pth") in done.stderr
+    assert "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth" in done.stderr
 
 
 def test_checkpoint_option_defaults_to_vit_t():
