@@ -221,7 +221,6 @@ class ResumingDownloader:
         self.label = label
         self.timeout = timeout
         self.chunk_size = chunk_size
-        self.requests = 0  # HTTP requests sent (tests count them)
 
     def __call__(self, url: str, output_file: str, pooch=None) -> None:
         import requests
@@ -236,7 +235,6 @@ class ResumingDownloader:
                 offset = 0
             if self.expected_bytes is None or offset < self.expected_bytes:
                 headers = {"Range": f"bytes={offset}-"} if offset else {}
-                self.requests += 1
                 with requests.get(url, headers=headers, stream=True, timeout=self.timeout) as response:
                     if offset and response.status_code == 416:
                         pass  # nothing left to send: the partial file is complete (the hash decides)
@@ -286,14 +284,6 @@ def download(entry: ModelEntry, quiet: bool = False) -> Path:
                 part.unlink(missing_ok=True)
     except DownloadError:
         raise
-    except ValueError as exc:  # pooch: the SHA-256 does not match; it has deleted the file
-        part.unlink(missing_ok=True)
-        detail = " ".join(str(exc).split())
-        got = re.search(r"got ([0-9a-f]{64})", detail)
-        raise DownloadError(
-            f"{entry.name}: the file downloaded from {entry.url} has SHA-256 "
-            f"{got.group(1) if got else '(other)'}, expected {entry.sha256}; the download was deleted"
-        ) from None
     except requests.exceptions.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
         raise DownloadError(f"cannot download {entry.name}: {entry.url} answered HTTP {status}; "
@@ -311,6 +301,15 @@ def download(entry: ModelEntry, quiet: bool = False) -> Path:
     except requests.exceptions.RequestException as exc:
         raise DownloadError(f"cannot download {entry.name} from {entry.url} ({type(exc).__name__}); "
                             f"download it by hand and save it as {path}") from None
+    except ValueError as exc:  # pooch: the SHA-256 does not match; it has deleted the file
+        # (after the requests errors: some of those, e.g. InvalidURL, are ValueErrors too)
+        part.unlink(missing_ok=True)
+        detail = " ".join(str(exc).split())
+        got = re.search(r"got ([0-9a-f]{64})", detail)
+        raise DownloadError(
+            f"{entry.name}: the file downloaded from {entry.url} has SHA-256 "
+            f"{got.group(1) if got else '(other)'}, expected {entry.sha256}; the download was deleted"
+        ) from None
     except OSError as exc:
         raise DownloadError(f"cannot write {entry.name} to {path} ({exc.strerror or exc})") from None
     _record_verified(path, entry.sha256)

@@ -252,6 +252,10 @@ def test_http_error_is_one_line(server, payload, env):
     env({"gone": {"url": server.url("/nothing.pth"), "sha256": sha(payload)}})
     with pytest.raises(DownloadError, match="HTTP 404"):
         resolve_checkpoint("gone")
+    env({"typo": {"url": "127.0.0.1/tiny_sam.pth", "sha256": sha(payload)}})  # no scheme
+    with pytest.raises(DownloadError, match="MissingSchema") as info:
+        resolve_checkpoint("typo")
+    assert "SHA-256" not in str(info.value)  # not mistaken for a checksum failure
 
 
 def test_file_put_in_the_cache_by_hand_is_verified_once(server, payload, env, monkeypatch, capsys):
