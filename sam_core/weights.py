@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging  # noqa: F401  (levels)
+import logging
 import os
 import re
 import sys
