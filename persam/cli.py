@@ -11,7 +11,8 @@ import importlib
 import sys
 
 # Module names under persam.commands, in the order --help lists them.
-COMMAND_MODULES = ("segment", "find", "learn", "calibrate", "perseg", "eval_cmd", "davis", "track", "bench")
+COMMAND_MODULES = ("segment", "find", "learn", "calibrate", "perseg", "eval_cmd", "davis", "track", "bench",
+                   "download", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,10 @@ Knows nothing of personalization. Entry points: :func:`build_sam` and :class:`Sa
 from .build import (MODEL_CONFIGS, MODEL_TYPES, CheckpointError, TinyViTConfig, ViTConfig,
                     build_sam, build_sam_model, infer_config, read_state_dict, resolve_device)
 from .engine import Decoded, ImageEmbedding, SamEngine, model_fingerprint
+from .hf_convert import save_transformers_folder
 from .image_io import ImageLike, ImageReadError, load_image
+from .weights import (DEFAULT_MODEL, OFFICIAL_MODELS, DownloadError, ModelEntry, model_entries,
+                      resolve_checkpoint)
 from .sam import Sam
 from .transforms import (IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD, normalize_and_pad, postprocess_masks,
                          preprocess_image, resize_uint8, resized_shape)
@@ -16,4 +19,6 @@ __all__ = [
     "ImageEmbedding", "SamEngine", "model_fingerprint", "ImageLike", "ImageReadError", "load_image", "Sam",
     "IMAGE_SIZE", "PIXEL_MEAN", "PIXEL_STD", "normalize_and_pad", "postprocess_masks", "preprocess_image",
     "resize_uint8", "resized_shape",
+    "DEFAULT_MODEL", "OFFICIAL_MODELS", "DownloadError", "ModelEntry", "model_entries",
+    "resolve_checkpoint", "save_transformers_folder",
 ]

@@ -181,10 +181,30 @@ def _key_problem(missing: list[str], unexpected: list[str]) -> str:
     return "; ".join(parts)
 
 
+def _load_checkpoint(checkpoint: str | os.PathLike) -> tuple[Path, dict[str, torch.Tensor], ViTConfig | None]:
+    """(local path, official-layout tensors, ViT config of a transformers folder or None)."""
+    from .hf_convert import (hf_to_official, is_transformers_folder, is_transformers_state_dict,
+                             read_transformers_folder)
+    from .weights import resolve_checkpoint
+
+    path = resolve_checkpoint(checkpoint)
+    if is_transformers_folder(path):
+        state_dict, hf_config = read_transformers_folder(path)
+        return path, state_dict, hf_config
+    state_dict = read_state_dict(path)
+    if is_transformers_state_dict(state_dict):  # a bare model.safetensors: shapes tell the size
+        state_dict = hf_to_official(state_dict, source=_describe(path))
+    return path, state_dict, None
+
+
 def build_sam(model_type: str = "auto", checkpoint: str | os.PathLike | None = None,
               device: str | torch.device | None = None, config: EncoderConfig | None = None) -> Sam:
     """Build a SAM model and load its checkpoint strictly.
 
+    checkpoint: a file in the official layout (``.pth``/``.pt``, or ``.safetensors``), a model
+    name ("vit_t", "vit_b", "vit_l", "vit_h" or a ``PERSAM_MODELS_FILE`` entry; downloaded and
+    checksummed on first use, see ``weights.py``), a transformers ``SamModel`` folder
+    (config.json + model.safetensors) or a Hugging Face hub id of one (``persam[hub]``).
     model_type: "vit_h", "vit_l", "vit_b", "vit_t", or "auto" (read from the checkpoint's
     tensor shapes). ``config`` overrides the encoder hyper-parameters (reduced test models).
     device: "cpu", "cuda", "cuda:1", ... (default: cpu). Without a checkpoint the weights are
@@ -195,10 +215,14 @@ def build_sam(model_type: str = "auto", checkpoint: str | os.PathLike | None = N
         raise ValueError(f"unknown model type {model_type!r}; choose from auto, {', '.join(MODEL_TYPES)}")
     state_dict = None
     if checkpoint is not None:
-        path = Path(checkpoint)
-        state_dict = read_state_dict(path)
+        path, state_dict, hf_config = _load_checkpoint(checkpoint)
+        checkpoint = path
         try:
             found_type, found_config = infer_config(state_dict)
+            if hf_config is not None:  # the folder's config.json states the dimensions
+                found_config = hf_config
+                found_type = next((name for name, known in MODEL_CONFIGS.items() if known == hf_config),
+                                  "custom")
         except (CheckpointError, KeyError, ValueError) as exc:
             raise CheckpointError(f"{_describe(path)} is not a SAM checkpoint: {exc}") from exc
         if model_type == "auto":

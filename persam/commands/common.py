@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from sam_core import MODEL_TYPES, build_sam
+from sam_core import DEFAULT_MODEL, MODEL_TYPES, build_sam
 
 from ..concept import METHODS
 from ..timing import StageTimer
@@ -15,8 +15,11 @@ def add_model_args(parser: argparse.ArgumentParser, method: bool = True) -> None
     group = parser.add_argument_group("model")
     group.add_argument("--model", default="auto", choices=("auto",) + MODEL_TYPES,
                        help="SAM variant (default: read from the checkpoint)")
-    group.add_argument("--checkpoint", required=True, metavar="CKPT",
-                       help="SAM checkpoint file (e.g. mobile_sam.pt, sam_vit_h_4b8939.pth)")
+    group.add_argument("--checkpoint", default=DEFAULT_MODEL, metavar="CKPT",
+                       help="a model name (vit_t, vit_b, vit_l, vit_h: downloaded and checksummed on "
+                            "first use, see 'persam models'), a checkpoint file (e.g. mobile_sam.pt), "
+                            "a transformers SamModel folder or a Hugging Face hub id "
+                            f"(default: {DEFAULT_MODEL}, MobileSAM, 40 MB)")
     group.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     if method:
         group.add_argument("--method", default="persam", choices=METHODS,
