@@ -41,6 +41,61 @@ def make_persam(args: argparse.Namespace, sam=None):
     return cls(sam if sam is not None else load_sam(args), fit_steps=steps)
 
 
+def _numbers(text: str, count: int, what: str) -> tuple[float, ...]:
+    parts = text.replace(" ", "").split(",")
+    try:
+        values = tuple(float(part) for part in parts)
+    except ValueError:
+        values = ()
+    if len(values) != count:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return values
+
+
+def parse_point(text: str) -> tuple[float, float]:
+    """'X,Y' (pixels) -> (x, y)."""
+    return _numbers(text, 2, "X,Y in pixels")  # type: ignore[return-value]
+
+
+def parse_box(text: str) -> tuple[float, float, float, float]:
+    """'X0,Y0,X1,Y1' (pixels) -> (x0, y0, x1, y1)."""
+    return _numbers(text, 4, "X0,Y0,X1,Y1 in pixels")  # type: ignore[return-value]
+
+
+def add_reference_prompt_args(group) -> None:
+    """--ref-point / --ref-negative / --ref-box: the reference mask made by SAM from clicks
+    (shared by learn, segment and find)."""
+    group.add_argument("--ref-point", action="append", type=parse_point, metavar="X,Y",
+                       help="instead of --ref-mask: a pixel on your object in --ref-image; SAM makes "
+                            "the mask (repeatable)")
+    group.add_argument("--ref-negative", action="append", type=parse_point, metavar="X,Y",
+                       help="a pixel that is NOT your object (repeatable; with --ref-point or --ref-box)")
+    group.add_argument("--ref-box", type=parse_box, metavar="X0,Y0,X1,Y1",
+                       help="instead of --ref-mask: a box around your object in --ref-image")
+
+
+def has_reference_prompts(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "ref_point", None) or getattr(args, "ref_negative", None)
+                or getattr(args, "ref_box", None))
+
+
+def clicked_reference_mask(persam, image, args: argparse.Namespace, image_label: str):
+    """The reference mask SAM makes from --ref-point/--ref-negative/--ref-box on ``image``."""
+    import numpy as np
+
+    from persam.masks import MaskError
+
+    positives = list(args.ref_point or [])
+    negatives = list(args.ref_negative or [])
+    points = np.array(positives + negatives, dtype=np.float64).reshape(-1, 2)
+    labels = np.array([1] * len(positives) + [0] * len(negatives))
+    mask = persam.reference_mask(image, points if len(points) else None, labels if len(points) else None,
+                                 args.ref_box)
+    if not mask.any():
+        raise MaskError(f"the reference prompts on {image_label} gave an empty mask; click elsewhere on the object")
+    return mask
+
+
 class StageTimer:
     """Accumulates wall-clock seconds per named stage."""
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .common import add_model_args, make_persam
+from .common import (add_model_args, add_reference_prompt_args, clicked_reference_mask,
+                     has_reference_prompts, make_persam)
 
-HELP = "segment your object in images, from a reference image+mask or a saved concept"
+HELP = "segment your object in images, from a reference image+mask (or clicks) or a saved concept"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ref.add_argument("--ref-image", metavar="IMG", help="reference image showing your object")
     ref.add_argument("--ref-mask", metavar="PNG", help="mask of your object in the reference image "
                      "(any nonzero pixel is the object)")
+    add_reference_prompt_args(ref)
     ref.add_argument("--concept", metavar="FILE", help="a concept saved by 'persam learn'")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--overlay", action="store_true",
@@ -28,10 +30,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def check_reference_args(args: argparse.Namespace) -> None:
-    if args.concept and (args.ref_image or args.ref_mask):
-        raise ValueError("give either --concept or --ref-image/--ref-mask, not both")
-    if not args.concept and not (args.ref_image and args.ref_mask):
-        raise ValueError("give --ref-image and --ref-mask (or --concept FILE)")
+    clicked = has_reference_prompts(args)
+    if args.concept and (args.ref_image or args.ref_mask or clicked):
+        raise ValueError("give either --concept or --ref-image with --ref-mask/--ref-point, not both")
+    if args.concept:
+        return
+    if args.ref_mask and clicked:
+        raise ValueError("give either --ref-mask or --ref-point/--ref-box, not both")
+    if not (args.ref_image and (args.ref_mask or clicked)):
+        raise ValueError("give --ref-image with --ref-mask (or --ref-point X,Y), or --concept FILE")
+
+
+def clicked_mask_path(out: Path, ref_image: str) -> Path:
+    """Where the reference mask made from clicks is written, so people can see what was used."""
+    return out / f"{Path(ref_image).stem}_ref_mask.png"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,13 +64,18 @@ def run(args: argparse.Namespace) -> int:
     concept = Concept.load(args.concept) if args.concept else None
     if concept is None:
         ref_image = load_image(args.ref_image)
-        ref_mask = load_mask(args.ref_mask, ref_image.shape[:2], name=args.ref_mask)
-        reference_grid(ref_mask, args.ref_mask)
+        if args.ref_mask:
+            ref_mask = load_mask(args.ref_mask, ref_image.shape[:2], name=args.ref_mask)
+            reference_grid(ref_mask, args.ref_mask)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     persam = make_persam(args)
     if concept is None:
+        if not args.ref_mask:
+            ref_mask = clicked_reference_mask(persam, ref_image, args, args.ref_image)
+            reference_grid(ref_mask, f"the mask made from the clicks on {args.ref_image}")
+            save_mask_png(clicked_mask_path(out, args.ref_image), ref_mask)
         concept = persam.learn(ref_image, ref_mask, name=Path(args.ref_image).stem)
     persam.check_concept(concept)
     found = 0
