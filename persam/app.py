@@ -51,6 +51,7 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 DEFAULT_PORT = 7860
 DEFAULT_MAX_UPLOAD_MB = 50
 MAX_VIDEO_FRAMES = 150  # a few seconds of video: tracking costs one encoder pass per frame
+OBJECT_BLUE = (30, 144, 255)
 MIN_DISPLAY_SIDE = 400  # smaller photos are shown enlarged so that they can be clicked
 GALLERY_SIDE = 640  # gallery pictures are shrunk to this many pixels on the long side
 
@@ -181,9 +182,9 @@ def _detect(persam: PerSAM, image: np.ndarray, concept: Concept) -> Found:
         union = np.zeros(image.shape[:2], bool)
         for mask in masks:
             union |= mask
-        return Found(draw_overlay(image, masks), union, bool(detection.present), float(detection.score))
+        return Found(_overlay(image, masks), union, bool(detection.present), float(detection.score))
     result = persam.segment(image, concept)
-    overlay = draw_overlay(image, result.mask, result.points, result.labels, result.box)
+    overlay = _overlay(image, [result.mask], result.points, result.labels, result.box)
     return Found(overlay, result.mask, not result.empty, float(result.score))
 
 
@@ -225,23 +226,33 @@ def display_zoom(image: np.ndarray) -> int:
     return max(1, -(-MIN_DISPLAY_SIDE // max(image.shape[:2])))
 
 
-def _prompt_picture(image: np.ndarray, mask: np.ndarray | None, prompts: Prompts) -> np.ndarray:
-    """The photo (enlarged by :func:`display_zoom`) with the mask tinted, points as stars, the
-    box (or its first corner)."""
+def _overlay(image: np.ndarray, masks: list[np.ndarray], points=None, labels=None, box=None,
+             corner: tuple | None = None) -> np.ndarray:
+    """:func:`draw_overlay` on the photo enlarged by :func:`display_zoom` (markers keep a
+    readable size), plus the first corner of a box being drawn."""
     zoom = display_zoom(image)
     if zoom > 1:
         image = image.repeat(zoom, 0).repeat(zoom, 1)
-        mask = None if mask is None else mask.repeat(zoom, 0).repeat(zoom, 1)
-    centre = (zoom - 1) / 2  # a click on source pixel p is drawn in the middle of its block
-    points = np.array(prompts.points, dtype=float).reshape(-1, 2) * zoom + centre if prompts.points else None
-    box = None if prompts.box is None else np.array(prompts.box, dtype=float) * zoom + centre
-    picture = draw_overlay(image, mask if mask is not None else [], points,
-                           np.array(prompts.labels) if prompts.points else None, box)
-    if prompts.corner is not None:
+        masks = [mask.repeat(zoom, 0).repeat(zoom, 1) for mask in masks]
+    centre = (zoom - 1) / 2  # source pixel p is drawn in the middle of its block
+    if points is not None and len(points):
+        points = np.asarray(points, dtype=float).reshape(-1, 2) * zoom + centre
+    else:
+        points = labels = None
+    box = None if box is None else np.asarray(box, dtype=float) * zoom + centre
+    picture = draw_overlay(image, masks, points, None if labels is None else np.asarray(labels), box,
+                           colours=[OBJECT_BLUE] * len(masks))  # every copy blue, as the page says
+    if corner is not None:
         scale = max(1, round(max(image.shape[:2]) / 500))
-        corner = tuple(int(v * zoom + centre) for v in prompts.corner)
-        cv2.drawMarker(picture, corner, (255, 215, 0), cv2.MARKER_CROSS, 24 * scale, 3 * scale)
+        cv2.drawMarker(picture, tuple(int(v * zoom + centre) for v in corner), (255, 215, 0),
+                       cv2.MARKER_CROSS, 24 * scale, 3 * scale)
     return picture
+
+
+def _prompt_picture(image: np.ndarray, mask: np.ndarray | None, prompts: Prompts) -> np.ndarray:
+    """The photo with the mask tinted, points as stars, the box (or its first corner)."""
+    return _overlay(image, [] if mask is None else [mask], prompts.points, prompts.labels, prompts.box,
+                    prompts.corner)
 
 
 def _click_position(image: np.ndarray, evt: gr.SelectData) -> tuple[int, int]:
@@ -293,7 +304,8 @@ def build_page(persam: PerSAM, default_method: str = "persam") -> gr.Blocks:
                 # -- step 1 --------------------------------------------------------------
                 gr.Markdown("## 1 · Show your object", elem_classes="step-title")
                 gr.Markdown("Upload a photo of it, then **click on the object**. The blue area is "
-                            "what will be learned; add more clicks until it covers the object.")
+                            "what will be learned; add more clicks until it covers the object "
+                            "(green stars: object clicks, red stars: *not the object* clicks).")
                 with gr.Row():
                     with gr.Column(scale=3):
                         ref_picture = gr.Image(label="Reference photo: upload, then click on your object",
@@ -340,16 +352,19 @@ def build_page(persam: PerSAM, default_method: str = "persam") -> gr.Blocks:
                                                  interactive=False, elem_id="masks-zip", visible=False)
                     with gr.Column(scale=3):
                         gallery = gr.Gallery(label="Results (blue = your object)", columns=3, height=480,
-                                             object_fit="contain", elem_id="gallery")
+                                             object_fit="contain", elem_id="gallery",
+                                             buttons=["download", "download_all", "fullscreen"])
             with gr.Tab("Video", id="video"):
                 gr.Markdown(f"## Follow your object through a short video\n"
                             f"**1** Upload a video (up to {MAX_VIDEO_FRAMES} frames are used). "
                             "**2** Click on your object in the first frame. **3** Press *Track*.")
                 with gr.Row():
                     with gr.Column():
-                        video_in = gr.Video(label="Your video", sources=["upload"], elem_id="video-in")
+                        # A file box, not gr.Video: the video box's trim button loads FFmpeg from the internet.
+                        video_in = gr.File(label="Your video (mp4, webm, avi, mov...)", file_types=["video"],
+                                           type="filepath", elem_id="video-in", height=140)
                         video_first = gr.Image(label="First frame: click on your object", interactive=False,
-                                               elem_id="video-first", height=360)
+                                               elem_id="video-first", height=360, buttons=["fullscreen"])
                         video_mode = gr.Radio([MODE_OBJECT, MODE_BACKGROUND, MODE_BOX], value=MODE_OBJECT,
                                               label="A click adds")
                         with gr.Row():
@@ -360,8 +375,8 @@ def build_page(persam: PerSAM, default_method: str = "persam") -> gr.Blocks:
                         track_button = gr.Button("Track", variant="primary", elem_id="track")
                         video_status = gr.Markdown("Waiting for a video.", elem_id="video-status",
                                                    elem_classes="status")
-                        video_out = gr.Video(label="Tracked (your object tinted)", interactive=False,
-                                             elem_id="video-out")
+                        video_out = gr.Video(label="Tracked (your object in blue)", interactive=False,
+                                             elem_id="video-out", buttons=["download"])
 
         # -- step 1 actions ------------------------------------------------------------
         def reference_view(session: Session, note: str) -> dict:
@@ -605,6 +620,7 @@ def build_page(persam: PerSAM, default_method: str = "persam") -> gr.Blocks:
             source = FrameSource(session.video_path)
             total = min(source.count_hint or MAX_VIDEO_FRAMES, MAX_VIDEO_FRAMES)
             colours = palette_colours(voc_palette())
+            colours[1] = OBJECT_BLUE  # the same blue as the photos
             labels = session.video_mask.astype(np.uint8)
             out_path = _new_workdir() / "tracked.webm"
             height, width = labels.shape

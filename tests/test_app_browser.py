@@ -13,15 +13,18 @@ covers enough 16x16 cells to learn from (a larger photo gives a mask too thin to
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -37,6 +40,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOT_COPY = Path("/tmp/persam_app_screenshot.png")
 WAIT_MS = 180_000  # model steps on a busy 2-core machine
+MAX_UPLOAD_MB = 2
 
 
 def free_port() -> int:
@@ -53,7 +57,8 @@ def app_url(vit_t_checkpoint, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("app") / "server.log"
     log = open(log_path, "wb")  # the server's own console output, for failures
     server = subprocess.Popen([sys.executable, "-m", "persam", "app", "--checkpoint", str(vit_t_checkpoint),
-                               "--port", str(port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+                               "--port", str(port), "--max-upload-mb", str(MAX_UPLOAD_MB)],
+                              cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     try:
         while True:
@@ -167,3 +172,58 @@ def test_click_learn_find_download_in_two_tabs_at_once(app_url, tmp_path):
         finally:
             browser.close()
     assert outside == [], f"the page fetched from outside this computer: {outside[:5]}"
+
+
+def test_video_tab_tracks_a_clicked_object(app_url, tmp_path):
+    expect = playwright_api.expect
+    video = tmp_path / "clip.webm"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"VP80"), 5, (80, 60))
+    for shift in range(4):  # the red box moves right
+        writer.write(cv2.cvtColor(np.roll(photo((200, 60, 40)), 2 * shift, axis=1), cv2.COLOR_RGB2BGR))
+    writer.release()
+    outside: list[str] = []
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = open_page(browser, app_url, outside)
+            page.get_by_role("tab", name="Video").click()
+            page.locator("#video-in input[type=file]").set_input_files(str(video))
+            expect(page.locator("#video-status")).to_contain_text("Click on your object", timeout=WAIT_MS)
+            first_frame = page.locator("#video-first img")
+            box = first_frame.bounding_box()
+            first_frame.click(position={"x": box["width"] / 2, "y": box["height"] / 2})
+            expect(page.locator("#video-status")).to_contain_text("Object marked", timeout=WAIT_MS)
+            page.locator("#track").click()
+            expect(page.locator("#video-status")).to_contain_text("Tracked 4 frames", timeout=WAIT_MS)
+            expect(page.locator("#video-out video")).to_have_attribute("src", re.compile(r"tracked\.webm"),
+                                                                        timeout=WAIT_MS)
+            page.screenshot(path=str(tmp_path / "persam_app_video.png"), full_page=True)
+            shutil.copyfile(tmp_path / "persam_app_video.png", SCREENSHOT_COPY.with_name("persam_app_video.png"))
+        finally:
+            browser.close()
+    assert outside == [], f"the page fetched from outside this computer: {outside[:5]}"
+
+
+def test_server_refuses_big_uploads_and_files_not_uploaded(app_url, vit_t_checkpoint, tmp_path):
+    """No browser needed: what any local program could ask the server directly."""
+    def status(request: urllib.request.Request | str) -> int:
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    # A file the user never uploaded (here the checkpoint) is not served.
+    assert status(f"{app_url}gradio_api/file={vit_t_checkpoint}") in (403, 404)
+    assert status(f"{app_url}gradio_api/file=/etc/passwd") in (403, 404)
+    # Over --max-upload-mb: refused; under it: accepted.
+    def upload(megabytes: float) -> urllib.request.Request:
+        boundary = "persamboundary"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.png\"\r\n"
+                f"Content-Type: image/png\r\n\r\n").encode() + b"0" * int(megabytes * 1024 * 1024) \
+            + f"\r\n--{boundary}--\r\n".encode()
+        return urllib.request.Request(f"{app_url}gradio_api/upload", data=body, method="POST",
+                                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+    assert status(upload(MAX_UPLOAD_MB + 1)) == 413
+    assert status(upload(0.1)) == 200

@@ -57,3 +57,34 @@ def test_small_photos_are_shown_enlarged_and_clicks_map_back():
     assert display_zoom(small) == 5 and display_zoom(np.zeros((600, 800, 3), np.uint8)) == 1
     assert _click_position(small, SimpleNamespace(index=[399, 299])) == (79, 59)
     assert _click_position(small, SimpleNamespace(index=[12, 7])) == (2, 1)
+
+
+class FakePage:
+    """Records what ``launch`` asks of the Gradio page instead of serving it."""
+
+    def __init__(self) -> None:
+        self.calls: dict = {}
+
+    def queue(self, **kwargs):
+        self.calls["queue"] = kwargs
+
+    def launch(self, **kwargs):
+        self.calls["launch"] = kwargs
+
+    def block_thread(self):
+        self.calls["blocked"] = True
+
+
+@pytest.mark.parametrize("host, warned", [("127.0.0.1", False), ("0.0.0.0", True)])
+def test_launch_is_local_private_and_limited(monkeypatch, capsys, host, warned):
+    import persam.app as app
+
+    page = FakePage()
+    monkeypatch.setattr(app, "build_page", lambda persam, method: page)
+    app.launch(object(), host=host, port=7999, max_upload_mb=3, block=True)
+    settings = page.calls["launch"]
+    assert settings["share"] is False and settings["server_name"] == host and settings["server_port"] == 7999
+    assert settings["max_file_size"] == "3mb" and not settings.get("allowed_paths")
+    assert page.calls["blocked"]
+    err = capsys.readouterr().err
+    assert ("warning: listening on 0.0.0.0" in err) == warned
