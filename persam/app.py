@@ -1,7 +1,7 @@
 """``persam app``: the whole flow in a browser page (SPEC 14), for people who use no terminal.
 
-Reference (upload a photo, click on the object or drag... two clicks for a box; or upload a
-mask) -> learn (PerSAM or PerSAM-F) -> targets (many photos; a gallery of overlays with found /
+Reference (upload a photo, then click on the object: points in or out of it, or two clicks for
+a box; or upload a mask) -> learn (PerSAM or PerSAM-F) -> targets (many photos; a gallery of overlays with found /
 not found and a score) -> downloads (masks as a zip, the concept file). A second tab follows the
 object through a short video with the :class:`~persam.Tracker`.
 
@@ -14,10 +14,12 @@ by ``persam app``.
 """
 import os
 
-# Before gradio is imported: no usage statistics or version checks leave this machine.
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("GRADIO_TELEMETRY_ENABLED", "False")
+# Before gradio is imported, and whatever the environment says: no usage statistics or version
+# checks leave this machine (the page must work offline and tell no one what it is used for).
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
+import argparse
 import atexit
 import functools
 import io
@@ -38,7 +40,6 @@ import numpy as np
 from PIL import Image
 
 from persam_files import read_image, read_mask, write_bytes
-from persam_files import save_image as save_picture
 
 from .concept import Concept
 from .model import PerSAM
@@ -85,9 +86,8 @@ def load_persam(checkpoint: str, model_type: str = "auto", device: str = "cpu",
 
     key = (str(checkpoint), model_type, device, fit_steps)
     if key not in _models:
-        args = type("Args", (), dict(model=model_type, checkpoint=checkpoint, device=device,
-                                     method="persam", fit_steps=fit_steps))
-        _models[key] = make_persam(args)
+        _models[key] = make_persam(argparse.Namespace(model=model_type, checkpoint=checkpoint, device=device,
+                                                      method="persam", fit_steps=fit_steps))
     return _models[key]
 
 
@@ -296,7 +296,7 @@ def build_page(persam: PerSAM, default_method: str = "persam") -> gr.Blocks:
         with _MODEL_LOCK:
             return fn(*args, **kwargs)
 
-    with gr.Blocks(title="persam: find your object") as page:
+    with gr.Blocks(title="persam: find your object", analytics_enabled=False) as page:
         state = gr.State(None)
         gr.Markdown(INTRO)
         with gr.Tabs():
