@@ -424,7 +424,11 @@ def build_page(persam: PerSAM, default_method: str = "persam") -> gr.Blocks:
             session.prompts.click(mode, x, y)
             if mode == MODE_BOX and session.prompts.corner is not None:
                 return reference_view(session, "Now click the opposite corner of the box.")
-            remake_mask(session)
+            try:
+                remake_mask(session)
+            except Exception:
+                session.prompts.undo()  # a click that failed is not kept
+                raise
             if session.mask is not None and not session.mask.any():
                 return reference_view(session, "**!** SAM found nothing there; click elsewhere on the object.")
             return reference_view(session, mask_note(session))
@@ -585,7 +589,11 @@ def build_page(persam: PerSAM, default_method: str = "persam") -> gr.Blocks:
             session.video_prompts.click(mode, x, y)
             if mode == MODE_BOX and session.video_prompts.corner is not None:
                 return video_view(session, "Now click the opposite corner of the box.")
-            remake_video_mask(session)
+            try:
+                remake_video_mask(session)
+            except Exception:
+                session.video_prompts.undo()  # a click that failed is not kept
+                raise
             ready = session.video_mask is not None and session.video_mask.any()
             return video_view(session, "✓ Object marked. Press Track." if ready else
                               "**!** SAM found nothing there; click elsewhere on the object.")
