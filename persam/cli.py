@@ -12,7 +12,7 @@ import sys
 
 # Module names under persam.commands, in the order --help lists them.
 COMMAND_MODULES = ("segment", "find", "learn", "calibrate", "perseg", "eval_cmd", "davis", "track", "bench",
-                   "download", "models")
+                   "download", "models", "app")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,6 +23,7 @@ from .overlaps import winning_logits
 from .prior import (MASK_FILL_IMAGE, attention_guidance, best_and_worst_points,
                     max_mean_embedding, reference_grid, mean_embedding, normalized,
                     similarity_map, target_cells, top_k_points)
+from .reference import mask_from_prompts
 from .refine import cascaded_refinement_batch
 
 
@@ -97,6 +98,16 @@ class PerSAM:
                 embedding = self.engine.encode(array)
             self.cache.put(key, embedding)
         return array, embedding
+
+    # -- references from clicks ----------------------------------------------------------
+    def reference_mask(self, image: ImageLike, points=None, labels=None, box=None) -> np.ndarray:
+        """The object at the prompts as an (H, W) bool mask, made by SAM (multimask, highest
+        predicted IoU). points: (N, 2) (x, y) pixels; labels: (N,) 1 object / 0 background
+        (default all 1); box: (x0, y0, x1, y1). The image embedding is cached, so ``learn`` on
+        the same image afterwards does not encode it again. The mask may be empty."""
+        _, embedding = self.embed(image)
+        with self._stage("decode"):
+            return mask_from_prompts(self.engine, embedding, points, labels, box)
 
     # -- learning ------------------------------------------------------------------------
     def learn(self, image: ImageLike | Sequence[tuple[ImageLike, MaskLike]], mask: MaskLike | None = None,

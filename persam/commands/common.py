@@ -51,43 +51,124 @@ def make_persam(args: argparse.Namespace, sam=None):
     return cls(sam if sam is not None else load_sam(args), fit_steps=steps)
 
 
+def _numbers(text: str, count: int, what: str) -> tuple[float, ...]:
+    parts = text.replace(" ", "").split(",")
+    try:
+        values = tuple(float(part) for part in parts)
+    except ValueError:
+        values = ()
+    if len(values) != count:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return values
+
+
+def parse_point(text: str) -> tuple[float, float]:
+    """'X,Y' (pixels) -> (x, y)."""
+    return _numbers(text, 2, "X,Y in pixels")  # type: ignore[return-value]
+
+
+def parse_box(text: str) -> tuple[float, float, float, float]:
+    """'X0,Y0,X1,Y1' (pixels) -> (x0, y0, x1, y1)."""
+    return _numbers(text, 4, "X0,Y0,X1,Y1 in pixels")  # type: ignore[return-value]
+
+
+def add_reference_prompt_args(group) -> None:
+    """--ref-point / --ref-negative / --ref-box: the reference mask made by SAM from clicks
+    (shared by learn, segment and find)."""
+    group.add_argument("--ref-point", action="append", type=parse_point, metavar="X,Y",
+                       help="instead of --ref-mask: a pixel on your object in --ref-image; SAM makes "
+                            "the mask (repeatable)")
+    group.add_argument("--ref-negative", action="append", type=parse_point, metavar="X,Y",
+                       help="a pixel that is NOT your object (repeatable; with --ref-point or --ref-box)")
+    group.add_argument("--ref-box", type=parse_box, metavar="X0,Y0,X1,Y1",
+                       help="instead of --ref-mask: a box around your object in --ref-image")
+
+
+def has_reference_prompts(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "ref_point", None) or getattr(args, "ref_negative", None)
+                or getattr(args, "ref_box", None))
+
+
+def clicked_reference_mask(persam, image, args: argparse.Namespace, image_label: str):
+    """The reference mask SAM makes from --ref-point/--ref-negative/--ref-box on ``image``."""
+    import numpy as np
+
+    from persam.masks import MaskError
+
+    positives = list(args.ref_point or [])
+    negatives = list(args.ref_negative or [])
+    points = np.array(positives + negatives, dtype=np.float64).reshape(-1, 2)
+    labels = np.array([1] * len(positives) + [0] * len(negatives))
+    mask = persam.reference_mask(image, points if len(points) else None, labels if len(points) else None,
+                                 args.ref_box)
+    if not mask.any():
+        raise MaskError(f"the reference prompts on {image_label} gave an empty mask; click elsewhere on the object")
+    return mask
+
+
 def add_reference_args(parser: argparse.ArgumentParser) -> None:
-    """--ref-image/--ref-mask or --concept: what to look for."""
-    ref = parser.add_argument_group("what to look for (a reference pair or a concept)")
+    """--ref-image with --ref-mask or clicks (--ref-point/--ref-negative/--ref-box), or --concept:
+    what to look for (segment and find)."""
+    ref = parser.add_argument_group("what to look for (a reference pair, clicks, or a concept)")
     ref.add_argument("--ref-image", metavar="IMG", help="reference image showing your object")
     ref.add_argument("--ref-mask", metavar="PNG", help="mask of your object in the reference image "
                      "(any nonzero pixel is the object)")
+    add_reference_prompt_args(ref)
     ref.add_argument("--concept", metavar="FILE", help="a concept saved by 'persam learn'")
 
 
 def load_reference(args: argparse.Namespace):
-    """Check --concept / --ref-image/--ref-mask before any model is loaded.
+    """Check --concept / --ref-image with --ref-mask or clicks before any model is loaded.
 
-    Returns (concept, None) or (None, (reference image, reference mask)).
+    Returns (concept, None) or (None, (reference image, reference mask)); the mask is None
+    when it is to be made from the clicks once the model is loaded (see
+    :func:`reference_concept`).
     """
     from persam_files import read_image as load_image
     from persam import Concept
     from persam.masks import load_mask
     from persam.prior import reference_grid
 
-    if args.concept and (args.ref_image or args.ref_mask):
-        raise ValueError("give either --concept or --ref-image/--ref-mask, not both")
-    if not args.concept and not (args.ref_image and args.ref_mask):
-        raise ValueError("give --ref-image and --ref-mask (or --concept FILE)")
+    clicked = has_reference_prompts(args)
+    if args.concept and (args.ref_image or args.ref_mask or clicked):
+        raise ValueError("give either --concept or --ref-image with --ref-mask/--ref-point, not both")
     if args.concept:
         return Concept.load(args.concept), None
+    if args.ref_mask and clicked:
+        raise ValueError("give either --ref-mask or --ref-point/--ref-box, not both")
+    if not (args.ref_image and (args.ref_mask or clicked)):
+        raise ValueError("give --ref-image with --ref-mask (or --ref-point X,Y), or --concept FILE")
     ref_image = load_image(args.ref_image)
+    if clicked:
+        return None, (ref_image, None)
     ref_mask = load_mask(args.ref_mask, ref_image.shape[:2], name=args.ref_mask)
     reference_grid(ref_mask, args.ref_mask)
     return None, (ref_image, ref_mask)
 
 
-def reference_concept(args: argparse.Namespace, persam, concept, reference):
-    """The loaded concept, or one learned now from the reference pair; checked against the model."""
+def clicked_mask_path(out, ref_image: str):
+    """Where the reference mask made from clicks is written, so people can see what was used."""
     from pathlib import Path
 
+    return Path(out) / f"{Path(ref_image).stem}_ref_mask.png"
+
+
+def reference_concept(args: argparse.Namespace, persam, concept, reference, out=None):
+    """The loaded concept, or one learned now from the reference pair (its mask made by SAM from
+    the clicks first, and written to ``out``/<ref stem>_ref_mask.png); checked against the model."""
+    from pathlib import Path
+
+    from persam_files import save_mask_png
+    from persam.prior import reference_grid
+
     if concept is None:
-        concept = persam.learn(*reference, name=Path(args.ref_image).stem)
+        ref_image, ref_mask = reference
+        if ref_mask is None:
+            ref_mask = clicked_reference_mask(persam, ref_image, args, args.ref_image)
+            reference_grid(ref_mask, f"the mask made from the clicks on {args.ref_image}")
+            if out is not None:
+                save_mask_png(clicked_mask_path(out, args.ref_image), ref_mask)
+        concept = persam.learn(ref_image, ref_mask, name=Path(args.ref_image).stem)
     persam.check_concept(concept)
     return concept
 

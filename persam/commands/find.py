@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     persam = make_persam(args)
-    concept = reference_concept(args, persam, concept, reference)
+    concept = reference_concept(args, persam, concept, reference, out)
     rows: list[str] = []
     present = 0
     for path in tqdm(images, desc=f"find ({concept.method})", unit="img"):

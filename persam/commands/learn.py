@@ -4,41 +4,67 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_model_args, make_persam
+from .common import (add_model_args, add_reference_prompt_args, clicked_reference_mask,
+                     has_reference_prompts, make_persam)
 
-HELP = "learn a concept from a reference image and mask and save it to a small file"
+HELP = "learn a concept from a reference image and a mask (or clicks) and save it to a small file"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("learn", help=HELP, description=HELP + ".")
     add_model_args(parser)
-    parser.add_argument("--ref-image", required=True, action="append", metavar="IMG",
-                        help="reference image (repeat with --ref-mask for few-shot learning)")
-    parser.add_argument("--ref-mask", required=True, action="append", metavar="PNG",
-                        help="mask of the object in the matching --ref-image")
+    ref = parser.add_argument_group("reference (an image and a mask, or an image and clicks)")
+    ref.add_argument("--ref-image", required=True, action="append", metavar="IMG",
+                     help="reference image (repeat with --ref-mask for few-shot learning)")
+    ref.add_argument("--ref-mask", action="append", metavar="PNG",
+                     help="mask of the object in the matching --ref-image")
+    add_reference_prompt_args(ref)
     parser.add_argument("--name", default=None, help="a name stored in the concept (default: image name)")
-    parser.add_argument("--save", required=True, metavar="FILE", help="where to write the concept")
+    parser.add_argument("--save", required=True, metavar="FILE",
+                        help="where to write the concept (with clicks, the mask SAM made is written "
+                             "beside it as <FILE stem>_ref_mask.png)")
     parser.set_defaults(func=run)
 
 
+def clicked_mask_path(concept_path: str | Path) -> Path:
+    """Where the mask made from clicks is written: beside the concept, so people can see it."""
+    path = Path(concept_path)
+    return path.with_name(f"{path.stem}_ref_mask.png")
+
+
 def run(args: argparse.Namespace) -> int:
-    from persam_files import read_image as load_image
+    from persam_files import read_image as load_image, save_mask_png
     from persam.masks import load_mask
     from persam.prior import reference_grid
 
-    if len(args.ref_image) != len(args.ref_mask):
+    clicked = has_reference_prompts(args)
+    if clicked and (args.ref_mask or len(args.ref_image) != 1):
+        raise ValueError("with --ref-point/--ref-box give exactly one --ref-image and no --ref-mask")
+    if not clicked and not args.ref_mask:
+        raise ValueError("give --ref-mask PNG (or --ref-point X,Y / --ref-box to make the mask with SAM)")
+    if not clicked and len(args.ref_image) != len(args.ref_mask):
         raise ValueError(f"got {len(args.ref_image)} --ref-image but {len(args.ref_mask)} --ref-mask")
     pairs = []
-    for image_path, mask_path in zip(args.ref_image, args.ref_mask):
+    for index, image_path in enumerate(args.ref_image):
         image = load_image(image_path)
-        mask = load_mask(mask_path, image.shape[:2], name=mask_path)
-        reference_grid(mask, mask_path)
+        mask = None
+        if not clicked:
+            mask_path = args.ref_mask[index]
+            mask = load_mask(mask_path, image.shape[:2], name=mask_path)
+            reference_grid(mask, mask_path)
         pairs.append((image, mask))
     persam = make_persam(args)
+    mask_note = ""
+    if clicked:
+        image = pairs[0][0]
+        mask = clicked_reference_mask(persam, image, args, args.ref_image[0])
+        reference_grid(mask, f"the mask made from the clicks on {args.ref_image[0]}")
+        pairs = [(image, mask)]
+        mask_note = f"; reference mask {save_mask_png(clicked_mask_path(args.save), mask)}"
     concept = persam.learn(pairs, name=args.name or Path(args.ref_image[0]).stem)
     path = concept.save(args.save)
     weights = "" if concept.mask_weights is None else \
         " weights " + ", ".join(f"{w:.4f}" for w in concept.mask_weights.tolist())
     print(f"saved {concept.method} concept '{concept.name}' ({concept.model_type},"
-          f" {len(pairs)} reference{'s' if len(pairs) > 1 else ''}){weights} to {path}")
+          f" {len(pairs)} reference{'s' if len(pairs) > 1 else ''}){weights} to {path}{mask_note}")
     return 0

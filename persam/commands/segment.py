@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from .common import add_model_args, add_reference_args, load_reference, make_persam, reference_concept, unique_stems
 
-HELP = "segment your object in images, from a reference image+mask or a saved concept"
+HELP = "segment your object in images, from a reference image+mask (or clicks) or a saved concept"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     persam = make_persam(args)
-    concept = reference_concept(args, persam, concept, reference)
+    concept = reference_concept(args, persam, concept, reference, out)
     found = 0
     for path in tqdm(images, desc=f"segment ({concept.method})", unit="img"):
         image = load_image(path)
