@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Module names under persam.commands, in the order --help lists them.
-COMMAND_MODULES = ("segment", "learn", "perseg", "eval_cmd", "davis", "track", "bench")
+COMMAND_MODULES = ("segment", "learn", "search", "perseg", "eval_cmd", "davis", "track", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
