@@ -531,6 +531,10 @@ class _OutputFolder:
                 self.errors[row["image"]] = row  # same bytes, same failure: not retried
         # Keep only rows this run stands by (drops torn lines, stale rows, other concepts), in order.
         self._rewrite()
+        # Temp files of a run killed mid-write (atomic_write names them .<stem>.<random>.tmp<suffix>).
+        for leftover in out.rglob(".*.tmp*"):
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)
         self.results = JsonlAppender(out / RESULTS_FILE)
         self.error_log = JsonlAppender(out / ERRORS_FILE)
 
