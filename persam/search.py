@@ -342,7 +342,8 @@ class SearchWorker:
                                  self.settings.max_instances)
         concepts = {}
         for name, detection in zip(self.names, detections):
-            entry = {"fingerprint": self.fingerprints[name], **_rounded(detection.to_dict())}
+            entry = {"fingerprint": self.fingerprints[name], "threshold": _rounded(detection.threshold),
+                     **_rounded(detection.to_dict())}
             if detection.present:
                 stem = _output_stem(item.name)
                 thumb = f"thumbs/{name}/{stem}.jpg"

@@ -87,8 +87,14 @@ def main() -> None:
     parser.add_argument("--ray-actors", type=int, default=2)
     parser.add_argument("--ray-cpus", type=float, default=1.0)
     parser.add_argument("--no-ray", action="store_true", help="skip (c)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads in this process (default: torch's choice). On a machine "
+                             "shared with other busy processes, OpenMP threads waiting for each other "
+                             "slow the decoder's small operations several times; 1 avoids that")
     parser.add_argument("--json", help="write the numbers here")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     work = Path(tempfile.mkdtemp(prefix="bench_search_"))
     checkpoint = args.checkpoint
@@ -104,7 +110,8 @@ def main() -> None:
         parser.error("give two --concept files (or none)")
     common = dict(batch_size=args.batch, progress=False)
     print(f"album {album}, model {persam.model_type}, torch threads {torch.get_num_threads()}, "
-          f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()})", flush=True)
+          f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
     first, seconds_a = timed("(a) first search, 1 concept, index filled",
                              lambda: search([album], concepts[:1], work / "a", persam=persam,
@@ -115,7 +122,8 @@ def main() -> None:
     assert second.encoded == 0 and second.index_hits == first.images, "the index was not used"
     entries = list((work / "index").rglob("*.pt"))
     index_bytes = sum(e.stat().st_size for e in entries) / max(1, len(entries))
-    numbers = {"images": first.images, "model": persam.model_type, "a_first_search_s": seconds_a,
+    numbers = {"threads": torch.get_num_threads(), "load_average_start": os.getloadavg()[0],
+               "images": first.images, "model": persam.model_type, "a_first_search_s": seconds_a,
                "b_second_concept_with_index_s": seconds_b, "speedup_b_vs_a": seconds_a / seconds_b,
                "index_bytes_per_image": index_bytes}
     del persam
