@@ -109,7 +109,7 @@ class RaySearch:
         dataset = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / batch_size))
         mapped = dataset.map_batches(SearchActor, fn_constructor_kwargs=self.constructor,
                                      batch_size=batch_size, batch_format="numpy",
-                                     concurrency=self.actors, num_cpus=self.cpus,
+                                     compute=ray.data.ActorPoolStrategy(size=self.actors), num_cpus=self.cpus,
                                      num_gpus=self.gpus or None)
         expected = [item.path for item in todo]
         position = 0
