@@ -18,23 +18,21 @@ import html
 import io
 import json
 import os
-import sys
 import urllib.parse
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
 import torch
 from PIL import Image
 
-from persam_files import (IMAGE_SUFFIXES, ImageReadError, atomic_write, is_image_file,
-                          list_images, read_image, voc_palette, write_bytes, write_text)
+from persam_files import (IMAGE_SUFFIXES, ImageReadError, atomic_write, list_images,
+                          read_image, voc_palette, write_bytes, write_text)
 from sam_core import ImageEmbedding
 
-from .concept import Concept, ConceptError
+from .concept import Concept
 from .model import PerSAM
 from .overlay import draw_overlay
 

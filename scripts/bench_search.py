@@ -17,7 +17,6 @@ generated references. Timings on a shared machine are noisy: compare ratios from
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
