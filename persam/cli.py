@@ -11,8 +11,8 @@ import importlib
 import sys
 
 # Module names under persam.commands, in the order --help lists them.
-COMMAND_MODULES = ("segment", "find", "learn", "calibrate", "perseg", "eval_cmd", "davis", "track", "bench",
-                   "download", "models", "app")
+COMMAND_MODULES = ("segment", "find", "learn", "search", "calibrate", "perseg", "eval_cmd", "davis", "track",
+                   "bench", "download", "models", "app")
 
 
 def build_parser() -> argparse.ArgumentParser:

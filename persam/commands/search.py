@@ -1,0 +1,66 @@
+"""persam search: find your objects in a whole photo collection (resumable)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import add_model_args
+
+HELP = "search a photo collection for one or more concepts (resumable; optional embedding index and Ray)"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "search", help=HELP,
+        description=HELP + ". Writes OUT/results.jsonl (one row per image, appended per batch), "
+        "OUT/errors.jsonl (unreadable files), OUT/summary.csv and OUT/index.html (contact sheet of "
+        "the hits). Rerun the same command to resume an interrupted search.")
+    add_model_args(parser, method=False)
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
+                        help="images, or folders searched recursively (jpg, jpeg, png, bmp, tif, tiff, webp)")
+    parser.add_argument("--concept", action="append", required=True, metavar="FILE",
+                        help="a concept saved by 'persam learn'; repeat for several (named after the file)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (also the resume state)")
+    parser.add_argument("--threshold", type=float, default=None, metavar="T",
+                        help="instance score needed for a hit (default: the concept's calibrated "
+                             "threshold, else the library default)")
+    parser.add_argument("--max-instances", type=int, default=10, metavar="N",
+                        help="at most N instances per concept and image (default: 10)")
+    parser.add_argument("--masks", action="store_true",
+                        help="write OUT/masks/<concept>/<image>.png for hits (instance ids as palette PNG)")
+    parser.add_argument("--overlay", action="store_true",
+                        help="write OUT/overlays/<concept>/<image>.jpg for hits")
+    parser.add_argument("--batch", type=int, default=4, metavar="N",
+                        help="images per encoder batch and per results flush (default: 4)")
+    parser.add_argument("--index", metavar="DIR", default=None,
+                        help="keep encoder outputs here (fp16, ~2 MiB per image) so a later search of "
+                             "the same images skips the encoder")
+    ray = parser.add_argument_group("Ray (optional extra: pip install \"persam[ray]\")")
+    ray.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
+                     help="run on Ray: a new local Ray without ADDRESS, else the cluster at ADDRESS "
+                          "(e.g. auto, or HOST:6379 after 'ray start --head')")
+    ray.add_argument("--ray-actors", type=int, default=1, metavar="N",
+                     help="actors (model copies) in the pool (default: 1)")
+    ray.add_argument("--ray-cpus", type=float, default=1.0, metavar="C", help="CPUs per actor (default: 1)")
+    ray.add_argument("--ray-gpus", type=float, default=0.0, metavar="G",
+                     help="GPUs per actor (default: 0; use with --device cuda)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from persam.search import SearchInterrupted, search
+
+    try:
+        summary = search(args.inputs, args.concept, args.out, checkpoint=args.checkpoint,
+                         model_type=args.model, device=args.device, threshold=args.threshold,
+                         max_instances=args.max_instances, masks=args.masks, overlays=args.overlay,
+                         batch_size=args.batch, index=args.index, ray=args.ray,
+                         ray_actors=args.ray_actors, ray_cpus=args.ray_cpus, ray_gpus=args.ray_gpus,
+                         progress=not args.no_progress)
+    except SearchInterrupted as stop:
+        print(f"persam search: interrupted; {stop.summary.images} images are done and saved in "
+              f"{stop.summary.out}. Run the same command again to resume.", file=sys.stderr)
+        return 130
+    print(summary.text())
+    return 0
