@@ -9,11 +9,13 @@ from sam_core import build_sam
 
 from .concept import Concept, ConceptError
 from .masks import MaskError, load_mask
-from .model import PerSAM, PerSAMF, Segmentation, label_map, resolve_overlaps
+from .model import (MIN_IMAGE_SIDE, ImageSizeError, PerSAM, PerSAMF, Segmentation, label_map,
+                    resolve_overlaps)
 from .prior import EmptyTargetError
 from .video import Tracker
 
 __version__ = "0.1.0"
 
 __all__ = ["build_sam", "Concept", "ConceptError", "MaskError", "load_mask", "PerSAM", "PerSAMF",
-           "Segmentation", "label_map", "resolve_overlaps", "EmptyTargetError", "Tracker", "__version__"]
+           "Segmentation", "ImageSizeError", "MIN_IMAGE_SIDE", "label_map", "resolve_overlaps",
+           "EmptyTargetError", "Tracker", "__version__"]

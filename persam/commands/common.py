@@ -2,12 +2,34 @@
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from contextlib import contextmanager
 
 from sam_core import MODEL_TYPES, build_sam
 
+from .support import DefaultInt, DefaultStr
+
 METHOD_CHOICES = ("persam", "persam-f")
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?|mps")
+
+
+def device_name(text: str) -> str:
+    """--device: cpu, cuda, cuda:N or mps, checked before anything is loaded."""
+    value = text.strip().lower()
+    if not DEVICE_PATTERN.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda, cuda:N (N = GPU number) or mps")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def add_model_args(parser: argparse.ArgumentParser, method: bool = True) -> None:
@@ -16,12 +38,14 @@ def add_model_args(parser: argparse.ArgumentParser, method: bool = True) -> None
                        help="SAM variant (default: read from the checkpoint)")
     group.add_argument("--checkpoint", required=True, metavar="CKPT",
                        help="SAM checkpoint file (e.g. mobile_sam.pt, sam_vit_h_4b8939.pth)")
-    group.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    group.add_argument("--device", default="cpu", type=device_name,
+                       help="cpu, cuda, cuda:N or mps (default: cpu)")
     if method:
-        group.add_argument("--method", default="persam", choices=METHOD_CHOICES,
+        group.add_argument("--method", default=DefaultStr("persam"), choices=METHOD_CHOICES,
                            help="persam: training-free; persam-f: fits two mask weights on the "
-                                "reference (default: persam)")
-        group.add_argument("--fit-steps", type=int, default=1000, metavar="N",
+                                "reference (default: persam; with a saved concept, the concept's "
+                                "method is used and a different --method is ignored with a warning)")
+        group.add_argument("--fit-steps", type=positive_int, default=DefaultInt(1000), metavar="N",
                            help="PerSAM-F optimizer steps on the reference (default: 1000, as the paper)")
 
 
