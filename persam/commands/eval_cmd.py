@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .support import show_progress
+
 __all__ = ["register"]
 
 
@@ -54,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_perseg(args: argparse.Namespace) -> int:
     from persam_eval import evaluate_perseg, write_json_atomic
 
-    scores = evaluate_perseg(args.pred, args.gt, ref_idx=args.ref_idx, progress=True,
+    scores = evaluate_perseg(args.pred, args.gt, ref_idx=args.ref_idx, progress=show_progress(args),
                              **({"exclude": ()} if args.all_objects else {}))
     print(scores.format_table())
     if args.json is not None:
@@ -66,7 +68,8 @@ def run_perseg(args: argparse.Namespace) -> int:
 def run_davis(args: argparse.Namespace) -> int:
     from persam_eval import evaluate_davis, global_csv_name, per_sequence_csv_name, write_json_atomic
 
-    scores = evaluate_davis(args.results, args.davis, split=args.split, write_csv=True, progress=True)
+    scores = evaluate_davis(args.results, args.davis, split=args.split, write_csv=True,
+                            progress=show_progress(args))
     print(scores.format_table())
     print()
     print(f"Global results saved in {args.results / global_csv_name(args.split)}")

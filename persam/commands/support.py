@@ -77,6 +77,12 @@ def command_label(args: argparse.Namespace | None) -> str:
     return getattr(args, "command_label", None) or "persam"
 
 
+def show_progress(args: argparse.Namespace) -> bool:
+    """For code that takes a ``progress`` flag: bars unless --no-progress or stderr is not a
+    terminal."""
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
+
+
 def progress_bar(args: argparse.Namespace, iterable: Iterable | None = None, **kwargs):
     """A tqdm bar on stderr; off with --no-progress, and when stderr is not a terminal (logs,
     pipes), so captured output holds results and messages only."""

@@ -25,6 +25,7 @@ from ..io import list_images, save_label_png, voc_palette
 from ..masks import load_mask
 from ..overlay import draw_overlay
 from .common import add_model_args, load_sam
+from .support import show_progress
 
 VOID_ID = 255  # DAVIS: "void" pixels of a palette annotation, not an object
 DEFAULT_FPS = 24.0
@@ -230,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
     writer = OverlayVideoWriter(args.video, args.fps or source.fps or DEFAULT_FPS, size) if args.video else None
     written = 0
     try:
-        bar = tqdm(total=source.count_hint, unit="frame", desc="track", disable=args.no_progress,
+        bar = tqdm(total=source.count_hint, unit="frame", desc="track", disable=not show_progress(args),
                    file=sys.stderr, dynamic_ncols=True)
         frames = iter(source)
         with bar:
