@@ -9,9 +9,9 @@ import sys
 import time
 
 import torch
-from tqdm import tqdm
 
 from .common import StageTimer, add_model_args, make_persam
+from .support import check_output_file, progress_bar
 
 HELP = "time PerSAM / PerSAM-F per stage (encode, location prior, decode+refine, fit)"
 STAGES = ("encode", "prior", "decode", "fit")
@@ -39,13 +39,15 @@ def peak_rss_mib() -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from persam.io import save_json
+    from persam_files import write_json
     from persam_datasets import PerSegDataset
 
     dataset = PerSegDataset(args.data, ref_idx=args.ref_idx)
     objects = dataset.objects[: args.objects or None]
     if not objects:
         raise FileNotFoundError(f"PerSeg folder {args.data} has no objects")
+    if args.json:
+        check_output_file(args.json, "--json")
     timer = StageTimer()
     start_load = time.perf_counter()
     persam = make_persam(args)
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     learn_seconds = segment_seconds = 0.0
     total = sum(len(dataset.samples(name)) for name in objects)
-    with tqdm(total=total, desc="bench", unit="img") as progress:
+    with progress_bar(args, total=total, desc="bench", unit="img") as progress:
         for name in objects:
             image, mask = dataset.reference(name).read_pair()
             tick = time.perf_counter()
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         report["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     print(format_report(report))
     if args.json:
-        save_json(args.json, report)
+        write_json(args.json, report)
     return 0
 
 

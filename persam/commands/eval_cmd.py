@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .support import show_progress
+from .support import check_output_file, show_progress
 
 __all__ = ["register"]
 
@@ -56,6 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_perseg(args: argparse.Namespace) -> int:
     from persam_eval import evaluate_perseg, write_json_atomic
 
+    if args.json is not None:
+        check_output_file(args.json, "--json")
     scores = evaluate_perseg(args.pred, args.gt, ref_idx=args.ref_idx, progress=show_progress(args),
                              **({"exclude": ()} if args.all_objects else {}))
     print(scores.format_table())
@@ -68,6 +70,8 @@ def run_perseg(args: argparse.Namespace) -> int:
 def run_davis(args: argparse.Namespace) -> int:
     from persam_eval import evaluate_davis, global_csv_name, per_sequence_csv_name, write_json_atomic
 
+    if args.json is not None:
+        check_output_file(args.json, "--json")
     scores = evaluate_davis(args.results, args.davis, split=args.split, write_csv=True,
                             progress=show_progress(args))
     print(scores.format_table())
