@@ -11,7 +11,7 @@ import time
 import torch
 
 from .common import StageTimer, add_model_args, make_persam
-from .support import check_output_file, progress_bar
+from .support import check_output_file, plural, progress_bar
 
 HELP = "time PerSAM / PerSAM-F per stage (encode, location prior, decode+refine, fit)"
 STAGES = ("encode", "prior", "decode", "fit")
@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
 
 def format_report(report: dict) -> str:
     lines = [f"persam bench: {report['method']} on {report['model']} ({report['device']}, "
-             f"{report['threads']} threads), {report['objects']} objects, {report['images']} images",
+             f"{plural(report['threads'], 'thread')}), {plural(report['objects'], 'object')}, "
+             f"{plural(report['images'], 'image')}",
              f"{'stage':<24}{'total s':>10}{'calls':>8}{'ms/call':>10}"]
     for stage in STAGES:
         calls = report["stage_calls"][stage]

@@ -25,7 +25,7 @@ from ..io import list_images, save_label_png, voc_palette
 from ..masks import load_mask
 from ..overlay import draw_overlay
 from .common import add_model_args, load_sam
-from .support import show_progress
+from .support import plural, show_progress
 
 VOID_ID = 255  # DAVIS: "void" pixels of a palette annotation, not an object
 DEFAULT_FPS = 24.0
@@ -255,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if writer is not None:
             writer.abort()
-    print(f"wrote {written} label maps ({len(tracker.objects)} objects: ids "
+    print(f"wrote {plural(written, 'label map')} ({plural(len(tracker.objects), 'object')}: ids "
           f"{', '.join(map(str, tracker.object_ids))}) to {out}"
           + (f" and the overlay video {args.video}" if args.video else ""))
     return 0
