@@ -391,3 +391,23 @@ def test_readme_api_snippet_defines_every_name_it_uses():
     imported = re.findall(r"from persam import (.+)", code)[0].split(", ")
     assert all(hasattr(persam, name) for name in imported)
     assert re.search(r"take\s+(a few|about|\d+)[^.]*minutes", readme.split("Run the tests", 1)[1].split("```")[0])
+
+
+def test_collect_inputs_rules(tmp_path):
+    """The input rules behind ``segment``'s folders, without a model: symlinked images are
+    mirrored where the user sees them, a file given twice is segmented once, excluded files
+    (the --ref-mask) are never picked from a folder, hidden files are skipped."""
+    from persam.commands.support import InputError, collect_inputs
+
+    photos = tmp_path / "photos"
+    save_rgb(photos / "b.jpg", 1)
+    save_rgb(tmp_path / "elsewhere" / "target.jpg", 2)
+    (photos / "link.jpg").symlink_to(tmp_path / "elsewhere" / "target.jpg")
+    save_mask(photos / "b_mask.png")
+    save_rgb(photos / ".hidden.jpg", 3)
+    found = collect_inputs([photos, photos / "b.jpg"], out=tmp_path / "o", exclude=[photos / "b_mask.png"])
+    assert [str(item.output(Path("OUT"))) for item in found] == ["OUT/b.png", "OUT/link.png"]
+    with pytest.raises(InputError, match="not found"):
+        collect_inputs([tmp_path / "missing.jpg"])
+    with pytest.raises(InputError, match="contains no images"):
+        collect_inputs([photos], exclude=[photos / "b.jpg", photos / "link.jpg", photos / "b_mask.png"])

@@ -220,12 +220,12 @@ def collect_inputs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike |
                 raise InputError(f"input folder {path} contains no images ({', '.join(IMAGE_SUFFIXES)}"
                                  ", searched recursively)")
             found.extend(images)
-            anchors.append(resolved)
+            anchors.append(_absolute(path))
         elif path.is_file():
             if not is_image_file(path):
                 raise InputError(f"input {path} is not an image file (expected {', '.join(IMAGE_SUFFIXES)})")
             found.append(path)
-            anchors.append(path.resolve().parent)
+            anchors.append(_absolute(path).parent)
         elif path.exists():
             raise InputError(f"input {path} is neither a file nor a folder")
         else:
@@ -239,7 +239,7 @@ def collect_inputs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike |
         if resolved in seen:  # the same file given twice (e.g. a folder and a file in it)
             continue
         seen[resolved] = path
-        image = InputImage(path, resolved.relative_to(base))
+        image = InputImage(path, _absolute(path).relative_to(base))
         target = image.output(Path("OUT"))
         if target in targets:
             raise InputError(f"{targets[target]} and {path} would both be written as {target} (outputs "
@@ -247,6 +247,12 @@ def collect_inputs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike |
         targets[target] = path
         images.append(image)
     return images
+
+
+def _absolute(path: Path) -> Path:
+    """Absolute and normalized, but symlinks kept: an image linked from elsewhere is mirrored
+    where the user sees it, not where its target lives."""
+    return Path(os.path.abspath(path))
 
 
 # -- batches -----------------------------------------------------------------------------------
