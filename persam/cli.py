@@ -51,25 +51,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
-        parser.print_help()
-        return 2
-    label = command_label(args)
-    try:
-        with warnings.catch_warnings():  # restores the previous handler afterwards
-            warnings.showwarning = WarningPrinter(label)
+    printer = WarningPrinter("persam")
+    with warnings.catch_warnings():  # restores the previous handler afterwards
+        warnings.showwarning = printer  # also covers warnings raised while commands are imported
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if getattr(args, "func", None) is None:
+            parser.print_help()
+            return 2
+        printer.label = label = command_label(args)
+        try:
             apply_common_args(args)
             status = args.func(args)
-    except KeyboardInterrupt:
-        print(f"{label}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # one line for users, the traceback with --debug
-        if args.debug:
-            raise
-        print(f"{label}: error: {exception_line(exc)}", file=sys.stderr)
-        return 1
+        except KeyboardInterrupt:
+            print(f"{label}: interrupted", file=sys.stderr)
+            return 130
+        except Exception as exc:  # one line for users, the traceback with --debug
+            if args.debug:
+                raise
+            print(f"{label}: error: {exception_line(exc)}", file=sys.stderr)
+            return 1
     return int(status or 0)
 
 

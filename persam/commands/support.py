@@ -278,6 +278,11 @@ class BatchResult:
 
 
 def exception_line(exc: BaseException) -> str:
+    """The one line a user sees for an exception: its message, or for an operating-system
+    error "no space left on device: PATH" instead of "[Errno 28] No space left on device: ..."."""
+    if isinstance(exc, OSError) and exc.strerror and type(exc).__str__ is OSError.__str__:
+        reason = exc.strerror[0].lower() + exc.strerror[1:]
+        return f"{reason}: {exc.filename}" if exc.filename else reason
     return one_line(str(exc)) or type(exc).__name__
 
 
