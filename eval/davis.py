@@ -193,6 +193,8 @@ class DavisScores:
                 "",
                 f"---------- Per sequence results for {self.split} ----------",
                 _format_text_table(PER_SEQUENCE_COLUMNS, self.per_sequence_rows()),
+                "",
+                "(scores are fractions of 1, as the official DAVIS toolkit prints them)",
             ]
         )
 

@@ -110,13 +110,13 @@ class PerSegScores:
     def format_table(self) -> str:
         """Human-readable per-object table followed by the means (two decimals, percent)."""
         width = max([len("object")] + [len(name) for name in self.per_object])
-        lines = [f"{'object':<{width}}  {'IoU':>6}  {'Acc':>6}  images"]
+        lines = [f"{'object':<{width}}  {'IoU %':>6}  {'Acc %':>6}  images"]
         for name, score in self.per_object.items():
             lines.append(f"{name:<{width}}  {score.iou:6.2f}  {score.acc:6.2f}  {score.num_images:6d}")
         lines.append("")
-        lines.append(f"mIoU: {self.miou:.2f}")
-        lines.append(f"mAcc: {self.macc:.2f}")
-        lines.append(f"mean per-image IoU: {self.mean_image_iou:.2f}")
+        lines.append(f"mIoU: {self.miou:.2f} %")
+        lines.append(f"mAcc: {self.macc:.2f} %")
+        lines.append(f"mean per-image IoU: {self.mean_image_iou:.2f} %")
         if self.excluded:
             lines.append(f"not scored, as in the paper's eval_miou.py: {', '.join(self.excluded)}")
         return "\n".join(lines)

@@ -20,14 +20,14 @@ Writers (temp file in the same folder, fsync, rename; file mode as a plain ``ope
     (NaN/inf written as null), :func:`save_mask_png`, :func:`save_label_png`, :func:`save_image`.
 """
 from .errors import FileReadError, ImageReadError, MaskReadError
-from .readers import (IMAGE_SUFFIXES, ImageLike, MaskLike, is_image_file, list_images, read_image,
-                      read_image_size, read_label_map, read_mask, read_palette, to_rgb_array)
+from .readers import (IMAGE_SUFFIXES, ImageLike, MaskLike, is_image_file, list_images, open_image,
+                      read_image, read_image_size, read_label_map, read_mask, read_palette, to_rgb_array)
 from .writers import (atomic_write, json_safe, save_image, save_label_png, save_mask_png,
                       voc_palette, write_bytes, write_json, write_text)
 
 __all__ = [
     "FileReadError", "ImageReadError", "MaskReadError",
-    "IMAGE_SUFFIXES", "ImageLike", "MaskLike", "is_image_file", "list_images", "read_image",
+    "IMAGE_SUFFIXES", "ImageLike", "MaskLike", "is_image_file", "list_images", "open_image", "read_image",
     "read_image_size", "read_label_map", "read_mask", "read_palette", "to_rgb_array",
     "atomic_write", "json_safe", "save_image", "save_label_png", "save_mask_png", "voc_palette",
     "write_bytes", "write_json", "write_text",

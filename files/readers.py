@@ -62,6 +62,13 @@ def _open_decoded(path: Path, what: str, error: type[ImageReadError]) -> Image.I
         raise error(f"{what} {path} is unreadable or malformed ({reason})") from None
 
 
+def open_image(path: str | os.PathLike, what: str = "image") -> Image.Image:
+    """The decoded Pillow image of a file, upright (EXIF orientation applied), in its own mode
+    (for checks that need the mode or colours, e.g. whether a mask file is a photo). Failures
+    are :class:`ImageReadError` (``what="mask"``: :class:`MaskReadError`) naming the file."""
+    return _open_decoded(Path(path), what, MaskReadError if what == "mask" else ImageReadError)
+
+
 def _upright(image: Image.Image) -> Image.Image:
     """Apply the EXIF orientation; a malformed EXIF block is ignored, not fatal."""
     try:

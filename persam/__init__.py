@@ -14,7 +14,8 @@ from sam_core import build_sam
 from .concept import Calibration, Concept, ConceptError
 from .find import DEFAULT_THRESHOLD, Detection, Instance
 from .masks import MaskError, load_mask
-from .model import PerSAM, PerSAMF, Segmentation, label_map, resolve_overlaps
+from .model import (MIN_IMAGE_SIDE, ImageSizeError, PerSAM, PerSAMF, Segmentation, label_map,
+                    resolve_overlaps)
 from .prior import EmptyTargetError
 from .reference import PromptError
 from .video import Tracker
@@ -22,5 +23,5 @@ from .video import Tracker
 __version__ = "0.1.0"
 
 __all__ = ["build_sam", "Calibration", "Concept", "DEFAULT_THRESHOLD", "Detection", "Instance", "ConceptError",
-           "MaskError", "load_mask", "PerSAM", "PerSAMF", "Segmentation", "label_map", "resolve_overlaps",
-           "EmptyTargetError", "PromptError", "Tracker", "__version__"]
+           "MaskError", "load_mask", "PerSAM", "PerSAMF", "Segmentation", "ImageSizeError", "MIN_IMAGE_SIDE",
+           "label_map", "resolve_overlaps", "EmptyTargetError", "PromptError", "Tracker", "__version__"]

@@ -2,24 +2,41 @@
 
 Each sub-command lives in ``persam/commands/<name>.py`` and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` (a callable
-taking the parsed namespace and returning an exit status).
+taking the parsed namespace and returning an exit status). Every command then gets the
+shared options of ``persam.commands.support`` (``--no-progress``, ``--threads``), one-line
+errors and one-line warnings.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+import warnings
+
+from persam.commands.support import (WarningPrinter, add_common_args_everywhere, apply_common_args,
+                                     command_label, exception_line)
 
 # Module names under persam.commands, in the order --help lists them.
 COMMAND_MODULES = ("segment", "find", "learn", "search", "calibrate", "perseg", "eval_cmd", "davis", "track",
                    "bench", "download", "models", "app")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: ``persam segment: error: ... (see persam segment --help)``
+    instead of the usage block, so every problem is one line on stderr (exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from persam import __version__
+
+    parser = Parser(
         prog="persam",
         description="One-shot personalized segmentation with Segment Anything (PerSAM / PerSAM-F).",
     )
+    parser.add_argument("--version", action="version", version=f"persam {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -31,26 +48,31 @@ def build_parser() -> argparse.ArgumentParser:
             raise ImportError(f"persam: the '{name}' command failed to import "
                               f"(persam.commands.{name}): {type(exc).__name__}: {exc}") from exc
         module.register(subparsers)
+    add_common_args_everywhere(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
-        parser.print_help()
-        return 2
-    try:
-        status = args.func(args)
-    except KeyboardInterrupt:
-        print("persam: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # one line for users, the traceback with --debug
-        if args.debug:
-            raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"persam {args.command}: error: {message}", file=sys.stderr)
-        return 1
+    printer = WarningPrinter("persam")
+    with warnings.catch_warnings():  # restores the previous handler afterwards
+        warnings.showwarning = printer  # also covers warnings raised while commands are imported
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if getattr(args, "func", None) is None:
+            parser.print_help()
+            return 2
+        printer.label = label = command_label(args)
+        try:
+            apply_common_args(args)
+            status = args.func(args)
+        except KeyboardInterrupt:
+            print(f"{label}: interrupted", file=sys.stderr)
+            return 130
+        except Exception as exc:  # one line for users, the traceback with --debug
+            if args.debug:
+                raise
+            print(f"{label}: error: {exception_line(exc)}", file=sys.stderr)
+            return 1
     return int(status or 0)
 
 

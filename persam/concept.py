@@ -72,6 +72,17 @@ class Concept:
         if self.method == "persam-f" and self.mask_weights is None:
             raise ConceptError("a PerSAM-F concept needs mask_weights")
 
+    def __repr__(self) -> str:
+        """One line: what a person needs to tell concepts apart (not the 256-value tensors)."""
+        parts = [self.method, f"SAM {self.model_type}"]
+        if self.name:
+            parts.insert(0, repr(self.name))
+        parts.append(f"{self.num_references} reference{'s' if self.num_references != 1 else ''}")
+        if self.mask_weights is not None:
+            weights = [float(w) for w in self.mask_weights.reshape(-1).tolist()]
+            parts.append("mask weights " + "/".join(f"{w:.3f}" for w in weights))
+        return f"Concept({', '.join(parts)})"
+
     def to_dict(self) -> dict:
         return {
             "format_version": torch.tensor(FORMAT_VERSION),
@@ -96,14 +107,25 @@ class Concept:
         path = Path(path)
         if not path.exists():
             raise ConceptError(f"concept file {path} not found")
+        if path.is_dir():
+            raise ConceptError(f"concept file {path} is a folder, not a file")
+        not_a_concept = (f"{path} is not a persam concept file (not a file persam saved; was it "
+                         "written by `persam learn`?)")
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch.load raises many types on damaged files
-            reason = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else type(exc).__name__
-            raise ConceptError(f"{path} is not a persam concept file ({reason})") from None
+        except Exception:  # torch's own text (pickle opcodes, zip internals) helps nobody here
+            try:
+                with open(path, "rb") as handle:
+                    zipped = handle.read(2) == b"PK"  # torch.save writes a zip archive
+            except OSError as exc:
+                raise ConceptError(f"concept file {path} cannot be read ({exc.strerror or exc})") from None
+            if zipped:
+                raise ConceptError(f"concept file {path} is truncated or corrupt; run `persam learn` "
+                                   "again to make a new one") from None
+            raise ConceptError(not_a_concept) from None
         required = ("method", "target_embedding", "target_feature", "model_type", "fingerprint")
         if not isinstance(data, dict) or any(key not in data for key in required):
-            raise ConceptError(f"{path} is not a persam concept file")
+            raise ConceptError(not_a_concept)
         try:
             version = int(data.get("format_version", 0))
             if version > FORMAT_VERSION:

@@ -1,30 +1,72 @@
 """Object masks for PerSAM: the project's one mask reader (:func:`persam_files.read_mask`,
 any nonzero value is the object, EXIF orientation applied) plus the checks a reference mask
-needs (size of its image, not empty)."""
+needs (not a photo, size of its image, not empty)."""
 from __future__ import annotations
 
 import os
 
 import numpy as np
-from persam_files import MaskLike, MaskReadError, read_mask
+from PIL import Image
+from persam_files import MaskLike, MaskReadError, open_image, read_mask
 
-__all__ = ["MaskError", "MaskLike", "load_mask", "mask_box"]
+__all__ = ["MAX_MASK_COLOURS", "MaskError", "MaskLike", "check_not_a_photo", "load_mask", "mask_box"]
 
 
 class MaskError(MaskReadError):
     """A mask that cannot be used; the message names the file and the problem."""
 
 
+# A colour mask may use this many distinct colours (object ids saved as RGB, a coloured
+# brush); a photo has thousands. Grey colour images (R = G = B) are greyscale masks.
+MAX_MASK_COLOURS = 16
+_COLOUR_MODES = ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+
+
+def _colour_count(rgb: np.ndarray, limit: int) -> int | None:
+    """Distinct non-grey colours of an (H, W, 3) array, or None when all pixels are grey
+    (R = G = B); counting stops above ``limit``."""
+    rgb = rgb[:, :, :3]
+    if (rgb[:, :, 0] == rgb[:, :, 1]).all() and (rgb[:, :, 1] == rgb[:, :, 2]).all():
+        return None
+    colours = Image.fromarray(np.ascontiguousarray(rgb).astype(np.uint8), "RGB").getcolors(maxcolors=limit)
+    return limit + 1 if colours is None else len(colours)
+
+
+def check_not_a_photo(source: np.ndarray | Image.Image, label: str) -> None:
+    """Refuse a colour image that is a photo rather than a mask (any nonzero pixel would be
+    the object, so a photo would make the whole image the object). The rule: a mask file is a
+    palette, greyscale or 1-bit image, or a colour image that is grey (R = G = B) or uses at
+    most MAX_MASK_COLOURS distinct colours."""
+    if isinstance(source, np.ndarray):
+        if source.ndim != 3 or source.shape[2] not in (3, 4) or source.dtype != np.uint8:
+            return
+        rgb = source
+    elif isinstance(source, Image.Image):
+        if source.mode not in _COLOUR_MODES:
+            return
+        rgb = np.asarray(source.convert("RGB"))
+    else:
+        return
+    count = _colour_count(rgb, MAX_MASK_COLOURS)
+    if count is not None and count > MAX_MASK_COLOURS:
+        raise MaskError(f"{label} looks like a photo, not a mask (more than {MAX_MASK_COLOURS} colours); a "
+                        "mask is a greyscale, palette or 1-bit PNG where nonzero pixels are the object")
+
+
 def load_mask(source: MaskLike, expected_size: tuple[int, int] | None = None,
               name: str | None = None, allow_empty: bool = False) -> np.ndarray:
     """Load a mask as an (H, W) bool array (:func:`persam_files.read_mask`).
 
-    Palette PNGs (index > 0), 0/255 greyscale, RGB and boolean arrays are accepted.
-    ``expected_size`` (H, W) is the size of the image the mask belongs to. Every failure is a
-    :class:`MaskError` naming the file.
+    Palette PNGs (index > 0), 0/255 greyscale, boolean arrays and colour images that are grey
+    or use at most MAX_MASK_COLOURS colours are accepted; a colour photo is refused
+    (:func:`check_not_a_photo`). ``expected_size`` (H, W) is the size of the image the mask
+    belongs to. Every failure is a :class:`MaskError` naming the file.
     """
     label = name or (str(source) if isinstance(source, (str, os.PathLike)) else "mask")
     try:
+        if isinstance(source, (str, os.PathLike)):
+            source = open_image(source, "mask")  # decoded once: checked, then read
+        check_not_a_photo(source, label)
         mask = read_mask(source, name=label)
     except MaskError:
         raise

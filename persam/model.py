@@ -27,6 +27,25 @@ from .reference import mask_from_prompts
 from .refine import cascaded_refinement_batch
 
 
+# Smallest image side persam accepts. SAM upscales any image to 1024 px, but PerSAM picks its
+# prompt points on a similarity map at the image's own size: a 1x1 image has a one-pixel map
+# (no spread, NaN statistics) and sides below 16 px leave too few pixels for a point, a
+# background point and a box to mean anything.
+MIN_IMAGE_SIDE = 16
+
+
+class ImageSizeError(ValueError):
+    """An image too small for persam; the message names the image and the minimum."""
+
+
+def check_image_size(array: np.ndarray, source: object = None) -> None:
+    height, width = array.shape[:2]
+    if min(height, width) < MIN_IMAGE_SIDE:
+        name = f"image {source}" if isinstance(source, (str, os.PathLike)) else "image"
+        raise ImageSizeError(f"{name} is {width}x{height} pixels; persam needs at least "
+                             f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}")
+
+
 @dataclass
 class Segmentation:
     """The object found in one image.
@@ -91,6 +110,7 @@ class PerSAM:
     def embed(self, image: ImageLike) -> tuple[np.ndarray, ImageEmbedding]:
         """Load an image and return it with its embedding, encoding it only if not cached."""
         array = load_image(image)
+        check_image_size(array, image)
         key = image_key(array)
         embedding = self.cache.get(key)
         if embedding is None:

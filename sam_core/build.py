@@ -108,7 +108,8 @@ def read_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             state = load_file(str(path), device="cpu")
         except Exception as exc:
-            raise CheckpointError(f"{_describe(path)} is not a readable safetensors file ({exc})") from exc
+            raise CheckpointError(f"{_describe(path)} is truncated or corrupt (not a readable "
+                                  "safetensors file)") from exc
     else:
         with open(path, "rb") as handle:
             head = handle.read(4)
@@ -126,8 +127,9 @@ def read_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{_describe(path)} is not a PyTorch checkpoint") from exc
         except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError,
                 io.UnsupportedOperation) as exc:  # KeyError/IndexError: bad memo refs in garbage
-            if head[:2] == b"PK":
-                raise CheckpointError(f"{_describe(path)} is truncated or corrupted ({str(exc)[:120]})") from exc
+            if head[:2] == b"PK":  # torch's zip reader text (miniz internals) means nothing to users
+                raise CheckpointError(f"{_describe(path)} is truncated or corrupt (not a complete PyTorch "
+                                      "checkpoint; download it again)") from exc
             if isinstance(exc, EOFError):
                 raise CheckpointError(f"{_describe(path)} is truncated") from exc
             raise CheckpointError(f"{_describe(path)} is not a PyTorch checkpoint") from exc
@@ -254,7 +256,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """A torch device, with a clear error when CUDA is asked for but absent."""
     if device is None:
         return torch.device("cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:  # torch's text lists its internal device types; say what we support
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {device} was asked for but CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise RuntimeError(f"device {device} was asked for but this machine has "
+                           f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 ...)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError(f"device {device} was asked for but MPS (Apple GPU) is not available on this machine")
     return device

@@ -215,8 +215,9 @@ class ResumingDownloader:
     """
 
     def __init__(self, part: Path, expected_bytes: int | None = None, label: str = "",
-                 timeout: float = 60.0, chunk_size: int = 1 << 20) -> None:
+                 timeout: float = 60.0, chunk_size: int = 1 << 20, progress: bool = True) -> None:
         self.part = part
+        self.progress = progress  # False: no bar at all; True: a bar when stderr is a terminal
         self.expected_bytes = expected_bytes
         self.label = label
         self.timeout = timeout
@@ -246,7 +247,7 @@ class ResumingDownloader:
                         length = response.headers.get("content-length")
                         total = offset + int(length) if length and length.isdigit() else self.expected_bytes
                         with tqdm(total=total, initial=offset, unit="B", unit_scale=True,
-                                  desc=self.label, disable=None, leave=False) as bar:
+                                  desc=self.label, disable=None if self.progress else True, leave=False) as bar:
                             for chunk in response.iter_content(chunk_size=self.chunk_size):
                                 out.write(chunk)
                                 bar.update(len(chunk))
@@ -258,7 +259,7 @@ class ResumingDownloader:
         os.replace(self.part, output_file)
 
 
-def download(entry: ModelEntry, quiet: bool = False) -> Path:
+def download(entry: ModelEntry, quiet: bool = False, progress: bool = True) -> Path:
     """Fetch ``entry`` into the cache (resuming a partial download), verify, return the path."""
     import pooch
     import requests
@@ -273,7 +274,7 @@ def download(entry: ModelEntry, quiet: bool = False) -> Path:
         resume = f", resuming after {_human(done)}" if done else ""
         _notice(f"downloading {entry.name} ({entry.filename}, {_human(entry.bytes)}) from {entry.url} "
                 f"to {path}{resume}")
-    downloader = ResumingDownloader(part, entry.bytes, label=entry.filename)
+    downloader = ResumingDownloader(part, entry.bytes, label=entry.filename, progress=progress)
     try:
         try:
             with _quiet_pooch():
@@ -316,7 +317,7 @@ def download(entry: ModelEntry, quiet: bool = False) -> Path:
     return path
 
 
-def fetch(entry: ModelEntry, quiet: bool = False) -> Path:
+def fetch(entry: ModelEntry, quiet: bool = False, progress: bool = True) -> Path:
     """The cached file of ``entry``: verified once (a file placed by hand is hashed on first
     use), downloaded when absent or when its checksum is not the entry's."""
     path = cached_path(entry)
@@ -334,7 +335,7 @@ def fetch(entry: ModelEntry, quiet: bool = False) -> Path:
         if not quiet:
             _notice(f"{path} does not match the SHA-256 of {entry.name}; downloading it again")
         _marker(path).unlink(missing_ok=True)
-    return download(entry, quiet=quiet)
+    return download(entry, quiet=quiet, progress=progress)
 
 
 def looks_like_hub_id(text: str) -> bool:

@@ -115,7 +115,7 @@ def test_perseg_wrong_size_prediction_is_an_error(gt_copy_predictions, capsys):
     assert status == 1
     assert "prediction for cat/01" in err and "12x10" in err
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("persam eval: error: prediction for cat/01")
+    assert err.strip().splitlines()[-1].startswith("persam eval perseg: error: prediction for cat/01")
 
 
 def test_perseg_bad_gt_layout(tmp_path, capsys):
@@ -283,7 +283,7 @@ def test_davis_bad_results_are_named(tmp_path, capsys, damage, message):
     assert not (results / "global_results-val.csv").exists()  # nothing written on failure
     status = main(["eval", "davis", "--results", str(results), "--davis", str(davis)])
     assert status == 1
-    assert "persam eval: error:" in capsys.readouterr().err
+    assert "persam eval davis: error:" in capsys.readouterr().err
 
 
 def test_davis_bad_layout(tmp_path, capsys):

@@ -9,9 +9,9 @@ import sys
 import time
 
 import torch
-from tqdm import tqdm
 
 from .common import StageTimer, add_model_args, make_persam
+from .support import check_output_file, plural, progress_bar
 
 HELP = "time PerSAM / PerSAM-F per stage (encode, location prior, decode+refine, fit)"
 STAGES = ("encode", "prior", "decode", "fit")
@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     objects = dataset.objects[: args.objects or None]
     if not objects:
         raise FileNotFoundError(f"PerSeg folder {args.data} has no objects")
+    if args.json:
+        check_output_file(args.json, "--json")
     start_load = time.perf_counter()
     persam = make_persam(args)
     load_seconds = time.perf_counter() - start_load
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     learn_seconds = segment_seconds = find_seconds = 0.0
     find_counts = {"candidates": 0, "refined": 0}
     total = sum(len(dataset.samples(name)) for name in objects)
-    with tqdm(total=total, desc="bench", unit="img") as progress:
+    with progress_bar(args, total=total, desc="bench", unit="img") as progress:
         for name in objects:
             image, mask = dataset.reference(name).read_pair()
             tick = time.perf_counter()
@@ -120,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
 
 def format_report(report: dict) -> str:
     lines = [f"persam bench: {report['method']} on {report['model']} ({report['device']}, "
-             f"{report['threads']} threads), {report['objects']} objects, {report['images']} images",
+             f"{plural(report['threads'], 'thread')}), {plural(report['objects'], 'object')}, "
+             f"{plural(report['images'], 'image')}",
              f"{'stage':<24}{'total s':>10}{'calls':>8}{'ms/call':>10}"]
     for stage in STAGES:
         calls = report["stage_calls"][stage]

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 import math
-from tqdm import tqdm
+import warnings
 
-from .common import add_model_args, make_persam
+from .common import add_model_args, make_persam, positive_int
+from .support import check_output_file, collect_inputs, plural, progress_bar
 
 HELP = "choose a concept's presence threshold for 'persam find' from positive and negative images"
 
@@ -22,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="images that show the object")
     parser.add_argument("--negatives", required=True, nargs="+", metavar="IMAGE_OR_DIR",
                         help="images that do not show it")
-    parser.add_argument("--max-instances", type=int, default=10, metavar="N",
+    parser.add_argument("--max-instances", type=positive_int, default=10, metavar="N",
                         help="instances considered per image (default: 10)")
     parser.add_argument("--save", required=True, metavar="FILE",
                         help="where to write the calibrated concept (may be --concept itself)")
@@ -31,21 +32,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from persam import Concept
-    from persam.io import collect_images
 
+    # Everything is checked before the model is loaded.
     concept = Concept.load(args.concept)
-    positives, negatives = collect_images(args.positives), collect_images(args.negatives)
-    both = set(positives) & set(negatives)
+    save = check_output_file(args.save)
+    positives = collect_inputs(args.positives, exclude=[args.concept])
+    negatives = collect_inputs(args.negatives, exclude=[args.concept])
+    both = {image.path.resolve() for image in positives} & {image.path.resolve() for image in negatives}
     if both:
         raise ValueError(f"{sorted(both)[0]} is listed as both a positive and a negative image")
     persam = make_persam(args)  # find follows the concept's method, whatever the class
     persam.check_concept(concept)
-    calibrated = persam.calibrate(concept, positives, negatives, max_instances=args.max_instances,
-                                  progress=lambda images: tqdm(images, desc="calibrate", unit="img"))
-    path = calibrated.save(args.save)
+    calibrated = persam.calibrate(concept, [image.path for image in positives],
+                                  [image.path for image in negatives], max_instances=args.max_instances,
+                                  progress=lambda images: progress_bar(args, images, desc="calibrate",
+                                                                       unit="img"))
+    path = calibrated.save(save)
     c = calibrated.calibration
-    print(f"threshold {c.threshold:.4f} from {c.n_pos} positive and {c.n_neg} negative images: "
-          f"AUROC {c.auroc:.3f}, precision {c.precision:.3f}, recall {c.recall:.3f}; saved to {path}")
+    print(f"threshold {c.threshold:.4f} from {plural(c.n_pos, 'positive image')} and "
+          f"{plural(c.n_neg, 'negative image')}: AUROC {c.auroc:.3f}, precision {c.precision:.3f}, "
+          f"recall {c.recall:.3f}; saved to {path}")
     if math.isinf(c.threshold):
-        print("warning: no threshold separates the images better than calling nothing present")
+        warnings.warn("no threshold separates the images better than calling nothing present")
     return 0

@@ -2,13 +2,36 @@
 from __future__ import annotations
 
 import argparse
+import re
+import warnings
 
 from sam_core import DEFAULT_MODEL, MODEL_TYPES, build_sam
 
 from ..concept import METHODS
 from ..timing import StageTimer
+from .support import DefaultInt, DefaultStr, given
 
 __all__ = ["StageTimer", "add_model_args", "check_fit_steps", "load_sam", "make_persam"]
+
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?|mps")
+
+
+def device_name(text: str) -> str:
+    """--device: cpu, cuda, cuda:N or mps, checked before anything is loaded."""
+    value = text.strip().lower()
+    if not DEVICE_PATTERN.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda, cuda:N (N = GPU number) or mps")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def add_model_args(parser: argparse.ArgumentParser, method: bool = True) -> None:
@@ -20,12 +43,14 @@ def add_model_args(parser: argparse.ArgumentParser, method: bool = True) -> None
                             "first use, see 'persam models'), a checkpoint file (e.g. mobile_sam.pt), "
                             "a transformers SamModel folder or a Hugging Face hub id "
                             f"(default: {DEFAULT_MODEL}, MobileSAM, 40 MB)")
-    group.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    group.add_argument("--device", default="cpu", type=device_name,
+                       help="cpu, cuda, cuda:N or mps (default: cpu)")
     if method:
-        group.add_argument("--method", default="persam", choices=METHODS,
+        group.add_argument("--method", default=DefaultStr("persam"), choices=METHODS,
                            help="persam: training-free; persam-f: fits two mask weights on the "
-                                "reference (default: persam)")
-        group.add_argument("--fit-steps", type=int, default=1000, metavar="N",
+                                "reference (default: persam; with a saved concept, the concept's "
+                                "method is used and a different --method is ignored with a warning)")
+        group.add_argument("--fit-steps", type=positive_int, default=DefaultInt(1000), metavar="N",
                            help="PerSAM-F optimizer steps on the reference (default: 1000, as the paper)")
 
 
@@ -39,7 +64,7 @@ def check_fit_steps(args: argparse.Namespace) -> int:
     steps = getattr(args, "fit_steps", 1000)
     if steps < 1:
         raise ValueError(f"--fit-steps must be at least 1, got {steps}")
-    return steps
+    return int(steps)  # a DefaultInt (see support.DefaultValue) becomes a plain int
 
 
 def make_persam(args: argparse.Namespace, sam=None):
@@ -112,9 +137,36 @@ def add_reference_args(parser: argparse.ArgumentParser) -> None:
     ref = parser.add_argument_group("what to look for (a reference pair, clicks, or a concept)")
     ref.add_argument("--ref-image", metavar="IMG", help="reference image showing your object")
     ref.add_argument("--ref-mask", metavar="PNG", help="mask of your object in the reference image "
-                     "(any nonzero pixel is the object)")
+                     "(any nonzero pixel is the object; greyscale, palette or 1-bit, not a photo). "
+                     "It is never processed as an input when it sits in an input folder")
     add_reference_prompt_args(ref)
     ref.add_argument("--concept", metavar="FILE", help="a concept saved by 'persam learn'")
+
+
+def check_reference_args(args: argparse.Namespace) -> None:
+    """--concept, or --ref-image with either --ref-mask or clicks (no file is read here)."""
+    clicked = has_reference_prompts(args)
+    if args.concept and (args.ref_image or args.ref_mask or clicked):
+        raise ValueError("give either --concept or --ref-image with --ref-mask/--ref-point, not both")
+    if args.concept:
+        return
+    if args.ref_mask and clicked:
+        raise ValueError("give either --ref-mask or --ref-point/--ref-box, not both")
+    if not (args.ref_image and (args.ref_mask or clicked)):
+        raise ValueError("give --ref-image with --ref-mask (or --ref-point X,Y), or --concept FILE")
+
+
+# How each command uses a concept, for the warning below ("so it segments with persam-f").
+_USES = {"find": "finds", "search": "searches"}
+
+
+def warn_about_ignored_options(args: argparse.Namespace, concept, source: str) -> None:
+    """A saved concept fixes the method (and its fitted weights): say so when asked otherwise."""
+    if given(getattr(args, "method", None)) and args.method != concept.method:
+        warnings.warn(f"--method {args.method} ignored: {source} was learned with {concept.method}, "
+                      f"so it {_USES.get(getattr(args, 'command', None), 'segments')} with {concept.method}")
+    if given(getattr(args, "fit_steps", None)):
+        warnings.warn(f"--fit-steps ignored: {source} is already learned")
 
 
 def load_reference(args: argparse.Namespace):
@@ -124,22 +176,20 @@ def load_reference(args: argparse.Namespace):
     when it is to be made from the clicks once the model is loaded (see
     :func:`reference_concept`).
     """
-    from persam_files import read_image as load_image
+    from persam_files import read_image
     from persam import Concept
     from persam.masks import load_mask
+    from persam.model import check_image_size
     from persam.prior import reference_grid
 
-    clicked = has_reference_prompts(args)
-    if args.concept and (args.ref_image or args.ref_mask or clicked):
-        raise ValueError("give either --concept or --ref-image with --ref-mask/--ref-point, not both")
+    check_reference_args(args)
     if args.concept:
-        return Concept.load(args.concept), None
-    if args.ref_mask and clicked:
-        raise ValueError("give either --ref-mask or --ref-point/--ref-box, not both")
-    if not (args.ref_image and (args.ref_mask or clicked)):
-        raise ValueError("give --ref-image with --ref-mask (or --ref-point X,Y), or --concept FILE")
-    ref_image = load_image(args.ref_image)
-    if clicked:
+        concept = Concept.load(args.concept)
+        warn_about_ignored_options(args, concept, f"concept {args.concept}")
+        return concept, None
+    ref_image = read_image(args.ref_image)
+    check_image_size(ref_image, args.ref_image)
+    if has_reference_prompts(args):
         return None, (ref_image, None)
     ref_mask = load_mask(args.ref_mask, ref_image.shape[:2], name=args.ref_mask)
     reference_grid(ref_mask, args.ref_mask)
@@ -172,10 +222,3 @@ def reference_concept(args: argparse.Namespace, persam, concept, reference, out=
     persam.check_concept(concept)
     return concept
 
-
-def unique_stems(images) -> None:
-    """Outputs are named after their inputs: refuse two inputs with the same stem."""
-    names = [image.stem for image in images]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"several inputs are named {duplicates[0]!r}; their outputs would overwrite each other")

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from .common import add_model_args, check_fit_steps, load_sam
+from .support import plural, show_progress
 
 DONE_MARKER = ".done"
 
@@ -127,13 +128,13 @@ def run(args: argparse.Namespace) -> int:
         if sequence_complete(out / sequence, dataset.frame_names(sequence), info):
             skipped += 1
             continue
-        track_sequence(tracker, dataset, sequence, out, info, palette, progress=not args.no_progress)
+        track_sequence(tracker, dataset, sequence, out, info, palette, progress=show_progress(args))
         done += 1
         objects = len(tracker.objects)
         print(f"[{number}/{len(dataset)}] {sequence}: {objects} object{'s' * (objects != 1)}", file=sys.stderr)
-    print(f"{done} sequences tracked, {skipped} already complete, results in {out}", file=sys.stderr)
+    print(f"{plural(done, 'sequence')} tracked, {skipped} already complete, results in {out}", file=sys.stderr)
     if args.no_eval:
         return 0
-    scores = evaluate_davis(out, args.data, split=args.split, write_csv=True, progress=not args.no_progress)
+    scores = evaluate_davis(out, args.data, split=args.split, write_csv=True, progress=show_progress(args))
     print(scores.format_table())
     return 0

@@ -27,6 +27,6 @@ def run(args: argparse.Namespace) -> int:
     for name in args.names:
         entry = entries[name]
         cached = is_cached(entry)
-        path = fetch(entry)
+        path = fetch(entry, progress=not getattr(args, "no_progress", False))
         print(f"{name}: {'already cached' if cached else 'downloaded'}: {path}")
     return 0

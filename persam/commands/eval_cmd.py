@@ -5,9 +5,8 @@ import argparse
 from functools import partial
 from pathlib import Path
 
-from tqdm import tqdm
-
-from .common import add_model_args, make_persam
+from .common import add_model_args, make_persam, positive_int
+from .support import check_output_file, progress_bar, show_progress
 
 __all__ = ["register"]
 
@@ -67,7 +66,7 @@ def add_find_eval_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ref-idx", default="00", metavar="NN", help="reference image index (default: 00)")
     parser.add_argument("--threshold", type=float, default=None, metavar="T",
                         help="presence threshold (default: persam's default threshold)")
-    parser.add_argument("--max-instances", type=int, default=10, metavar="N", help="default: 10")
+    parser.add_argument("--max-instances", type=positive_int, default=10, metavar="N", help="default: 10")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the scores as JSON")
 
 
@@ -88,9 +87,14 @@ def run_find_protocol(args: argparse.Namespace, protocol, formatter, name: str) 
     from persam_datasets import PerSegDataset
     from persam_files import write_json
 
+    # Everything is checked before the model is loaded.
+    if args.json is not None:
+        check_output_file(args.json, "--json")
     dataset = PerSegDataset(args.data, ref_idx=args.ref_idx)
+    if not dataset.objects:
+        raise FileNotFoundError(f"PerSeg-layout folder {args.data} has no objects")
     persam = make_persam(args)
-    progress = partial(tqdm, desc=name, unit="img")
+    progress = partial(progress_bar, args, desc=name, unit="img")
     result = protocol(persam, dataset, args.threshold, args.max_instances, progress=progress)
     print(formatter(result))
     if args.json is not None:
@@ -102,7 +106,9 @@ def run_find_protocol(args: argparse.Namespace, protocol, formatter, name: str) 
 def run_perseg(args: argparse.Namespace) -> int:
     from persam_eval import evaluate_perseg, write_json_atomic
 
-    scores = evaluate_perseg(args.pred, args.gt, ref_idx=args.ref_idx, progress=True,
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+    scores = evaluate_perseg(args.pred, args.gt, ref_idx=args.ref_idx, progress=show_progress(args),
                              **({"exclude": ()} if args.all_objects else {}))
     print(scores.format_table())
     if args.json is not None:
@@ -114,7 +120,10 @@ def run_perseg(args: argparse.Namespace) -> int:
 def run_davis(args: argparse.Namespace) -> int:
     from persam_eval import evaluate_davis, global_csv_name, per_sequence_csv_name, write_json_atomic
 
-    scores = evaluate_davis(args.results, args.davis, split=args.split, write_csv=True, progress=True)
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+    scores = evaluate_davis(args.results, args.davis, split=args.split, write_csv=True,
+                            progress=show_progress(args))
     print(scores.format_table())
     print()
     print(f"Global results saved in {args.results / global_csv_name(args.split)}")

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from tqdm import tqdm
+from .common import (add_model_args, add_reference_args, check_reference_args, load_reference, make_persam,
+                     positive_int, reference_concept)
+from .support import FAILURES_FILE, check_output_dir, collect_inputs, plural, run_batch
 
-from .common import add_model_args, add_reference_args, load_reference, make_persam, reference_concept, unique_stems
+RESULTS_FILE = "results.jsonl"
 
 HELP = "find all instances of your object in images, or decide that it is absent"
 
@@ -17,15 +18,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "find", help=HELP,
         description=HELP + ". Writes OUT/results.jsonl (one JSON object per image: image, present, "
         "score, instances with score, box [x0, y0, x1, y1] and area) and OUT/<image name>.png, a "
-        "palette PNG instance map (0 background, i for instance i, best first).")
+        "palette PNG instance map (0 background, i for instance i, best first). Folders are searched "
+        "recursively and mirrored under OUT; an image that fails is listed at the end and in "
+        f"OUT/{FAILURES_FILE}, the others are still searched (exit status 1 if any failed).")
     add_model_args(parser)
     add_reference_args(parser)
     parser.add_argument("--threshold", type=float, default=None, metavar="T",
                         help="presence threshold on the instance score (default: the concept's "
                              "calibrated threshold, else persam's default)")
-    parser.add_argument("--max-instances", type=int, default=10, metavar="N",
+    parser.add_argument("--max-instances", type=positive_int, default=10, metavar="N",
                         help="report at most N instances per image (default: 10)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="output folder (created when the first result is written)")
     parser.add_argument("--overlay", action="store_true",
                         help="also write OUT/<name>_overlay.jpg with instance outlines and scores")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="images or folders of images")
@@ -33,35 +37,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from persam_files import read_image, save_image, save_label_png, write_text
-    from persam.io import collect_images
+    from persam.find import resolve_threshold
     from persam.overlay import instance_overlay
+    from persam_files import save_image, save_label_png, write_text
 
-    if args.max_instances < 1:
-        raise ValueError(f"--max-instances must be at least 1, got {args.max_instances}")
+    # Everything is checked before the model is loaded and before anything is written.
+    check_reference_args(args)
+    out = check_output_dir(args.out)
+    images = collect_inputs(args.inputs, out=out, exclude=[args.ref_mask, args.concept])
     concept, reference = load_reference(args)
-    images = collect_images(args.inputs)
-    unique_stems(images)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
 
     persam = make_persam(args)
     concept = reference_concept(args, persam, concept, reference, out)
     rows: list[str] = []
     present = 0
-    for path in tqdm(images, desc=f"find ({concept.method})", unit="img"):
-        image = read_image(path)
-        detection = persam.find(image, concept, threshold=args.threshold, max_instances=args.max_instances)
-        save_label_png(out / f"{path.stem}.png", detection.label_map())
+
+    def find_one(item) -> None:
+        nonlocal present
+        image, embedding = persam.embed(item.path)
+        detection = persam.find_embedding(embedding, concept, threshold=args.threshold,
+                                          max_instances=args.max_instances)
+        save_label_png(item.output(out), detection.label_map())
         if args.overlay:
             picture = instance_overlay(image, [i.mask for i in detection.instances],
                                        [i.score for i in detection.instances])
-            save_image(out / f"{path.stem}_overlay.jpg", picture)
-        rows.append(json.dumps({"image": str(path), **detection.to_dict()}))
+            save_image(item.output(out, "_overlay.jpg"), picture)
+        rows.append(json.dumps({"image": str(item.path), **detection.to_dict()}))
         # Rewritten after every image: an interrupted run keeps the rows of the finished ones.
-        write_text(out / "results.jsonl", "\n".join(rows) + "\n")
+        write_text(out / RESULTS_FILE, "\n".join(rows) + "\n")
         present += int(detection.present)
-    threshold = detection.threshold
-    print(f"{present} of {len(images)} images contain the object (threshold {threshold:.4g}); "
-          f"results in {out / 'results.jsonl'}")
-    return 0
+
+    batch = run_batch(images, find_one, args, failures_file=out / FAILURES_FILE,
+                      desc=f"find ({concept.method})", unit="img")
+    threshold = resolve_threshold(concept, args.threshold)
+    summary = (f"{present} of {plural(batch.done, 'image')} contain the object (threshold {threshold:.4g}); "
+               f"results in {out / RESULTS_FILE}")
+    if batch.failures:
+        summary += (f"; {plural(len(batch.failures), 'image')} failed (listed on stderr and in "
+                    f"{out / FAILURES_FILE})")
+    print(summary)
+    return batch.exit_status

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_model_args
+from .common import add_model_args, positive_int
+from .support import check_output_dir, show_progress
 
 HELP = "search a photo collection for one or more concepts (resumable; optional embedding index and Ray)"
 
@@ -24,13 +25,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threshold", type=float, default=None, metavar="T",
                         help="instance score needed for a hit (default: the concept's calibrated "
                              "threshold, else the library default)")
-    parser.add_argument("--max-instances", type=int, default=10, metavar="N",
+    parser.add_argument("--max-instances", type=positive_int, default=10, metavar="N",
                         help="at most N instances per concept and image (default: 10)")
     parser.add_argument("--masks", action="store_true",
                         help="write OUT/masks/<concept>/<image>.png for hits (instance ids as palette PNG)")
     parser.add_argument("--overlay", action="store_true",
                         help="write OUT/overlays/<concept>/<image>.jpg for hits")
-    parser.add_argument("--batch", type=int, default=4, metavar="N",
+    parser.add_argument("--batch", type=positive_int, default=4, metavar="N",
                         help="images per encoder batch and per results flush (default: 4)")
     parser.add_argument("--index", metavar="DIR", default=None,
                         help="keep encoder outputs here (fp16, ~2 MiB per image) so a later search of "
@@ -44,20 +45,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ray.add_argument("--ray-cpus", type=float, default=1.0, metavar="C", help="CPUs per actor (default: 1)")
     ray.add_argument("--ray-gpus", type=float, default=0.0, metavar="G",
                      help="GPUs per actor (default: 0; use with --device cuda)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from persam.search import SearchInterrupted, search
 
+    check_output_dir(args.out)  # the search creates it (and resumes from what it holds)
     try:
         summary = search(args.inputs, args.concept, args.out, checkpoint=args.checkpoint,
                          model_type=args.model, device=args.device, threshold=args.threshold,
                          max_instances=args.max_instances, masks=args.masks, overlays=args.overlay,
                          batch_size=args.batch, index=args.index, ray=args.ray,
                          ray_actors=args.ray_actors, ray_cpus=args.ray_cpus, ray_gpus=args.ray_gpus,
-                         progress=not args.no_progress)
+                         progress=show_progress(args))
     except SearchInterrupted as stop:
         print(f"persam search: interrupted; {stop.summary.images} images are done and saved in "
               f"{stop.summary.out}. Run the same command again to resume.", file=sys.stderr)

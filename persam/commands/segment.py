@@ -2,21 +2,25 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from tqdm import tqdm
-
-from .common import add_model_args, add_reference_args, load_reference, make_persam, reference_concept, unique_stems
+from .common import (add_model_args, add_reference_args, check_reference_args, load_reference, make_persam,
+                     reference_concept)
+from .support import FAILURES_FILE, check_output_dir, collect_inputs, plural, run_batch
 
 HELP = "segment your object in images, from a reference image+mask (or clicks) or a saved concept"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "segment", help=HELP, description=HELP + ". Masks are written as OUT/<image name>.png (0/255).")
+        "segment", help=HELP, description=HELP + ". Masks are written as OUT/<image name>.png (0/255); "
+        "folders are searched recursively and their structure is mirrored under OUT (inputs "
+        "d1/x.jpg and d2/x.jpg give OUT/d1/x.png and OUT/d2/x.png). An image that fails is listed "
+        f"at the end and in OUT/{FAILURES_FILE}; the others are still segmented (exit status 1 if "
+        "any failed).")
     add_model_args(parser)
     add_reference_args(parser)
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="output folder (created when the first mask is written)")
     parser.add_argument("--overlay", action="store_true",
                         help="also write OUT/<name>_overlay.jpg with the mask and prompt points drawn")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="images or folders of images")
@@ -24,27 +28,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from persam.io import collect_images
-    from persam_files import read_image as load_image, save_image, save_mask_png
     from persam.overlay import draw_overlay
+    from persam_files import save_image, save_mask_png
 
-    # Check everything cheap before any model is loaded.
+    # Everything is checked before the model is loaded and before anything is written.
+    check_reference_args(args)
+    out = check_output_dir(args.out)
+    images = collect_inputs(args.inputs, out=out, exclude=[args.ref_mask, args.concept])
     concept, reference = load_reference(args)
-    images = collect_images(args.inputs)
-    unique_stems(images)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
 
     persam = make_persam(args)
     concept = reference_concept(args, persam, concept, reference, out)
     found = 0
-    for path in tqdm(images, desc=f"segment ({concept.method})", unit="img"):
-        image = load_image(path)
-        result = persam.segment(image, concept)
-        save_mask_png(out / f"{path.stem}.png", result.mask)
+
+    def segment_one(item) -> None:
+        nonlocal found
+        image, embedding = persam.embed(item.path)
+        result = persam.segment_embedding(embedding, concept)
+        save_mask_png(item.output(out), result.mask)
         found += int(not result.empty)
         if args.overlay:
             picture = draw_overlay(image, result.mask, result.points, result.labels, result.box)
-            save_image(out / f"{path.stem}_overlay.jpg", picture)
-    print(f"wrote {len(images)} masks to {out} ({found} non-empty)")
-    return 0
+            save_image(item.output(out, "_overlay.jpg"), picture)
+
+    batch = run_batch(images, segment_one, args, failures_file=out / FAILURES_FILE,
+                      desc=f"segment ({concept.method})", unit="img")
+    summary = f"wrote {plural(batch.done, 'mask')} to {out} ({found} non-empty)"
+    if batch.failures:
+        summary += (f"; {plural(len(batch.failures), 'image')} failed (listed on stderr and in "
+                    f"{out / FAILURES_FILE})")
+    print(summary)
+    return batch.exit_status

@@ -23,6 +23,7 @@ from persam_files import (atomic_write, list_images, read_image, read_label_map,
 from ..masks import load_mask
 from ..overlay import draw_overlay
 from .common import add_model_args, check_fit_steps, load_sam
+from .support import plural, show_progress
 
 VOID_ID = 255  # DAVIS: "void" pixels of a palette annotation, not an object
 DEFAULT_FPS = 24.0
@@ -215,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
         video = open_video_writer(video_path, args.fps or source.fps or DEFAULT_FPS, size) if video_path else None
         written = 0
         try:
-            with tqdm(total=source.count_hint, unit="frame", desc="track", disable=args.no_progress,
+            with tqdm(total=source.count_hint, unit="frame", desc="track", disable=not show_progress(args),
                       file=sys.stderr, dynamic_ncols=True) as bar:
                 # Tracker.track yields the given first label map, then one label map per later frame.
                 for result in tracker.track(frames(), labels):
@@ -236,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
         written = counts[0]
     else:
         written = track_all(None)
-    print(f"wrote {written} label maps ({len(tracker.objects)} objects: ids "
+    print(f"wrote {plural(written, 'label map')} ({plural(len(tracker.objects), 'object')}: ids "
           f"{', '.join(map(str, tracker.object_ids))}) to {out}"
           + (f" and the overlay video {args.video}" if args.video else ""))
     return 0
