@@ -9,8 +9,8 @@ torch's classes, without their import cost).
 
 Why a Chebyshev interpolant of the gradient: even written by hand, one exact gradient is a
 pass over every pixel of three full-size maps (1-4 million pixels for PerSeg's photos), and
-the paper's recipe takes 1000 steps, so the exact fit costs about a second per megapixel on
-our 2-core machines - more than segmenting the object in dozens of images. But the gradient
+the paper's recipe takes 1000 steps, so the exact fit costs roughly ten seconds per
+megapixel on our 2-core machines - more than segmenting the object in a dozen images. But the gradient
 is a smooth (analytic) function of just two numbers, and AdamW at lr 1e-3 moves them only a
 little per step. So :class:`_GradientModel` evaluates the exact gradient on a 9 x 9 grid of
 Chebyshev nodes in a small square around the current weights, sized from how fast the pixels'
@@ -20,7 +20,8 @@ the square from the interpolant (a few dozen float operations). Steps leaving th
 a new one; where squares would cost more than exact steps, it falls back to exact steps for
 good, so it is never much slower than ``exact=True``. ``scripts/bench_fit.py`` measures it
 against ``exact=True`` and against a plain ``torch.optim.AdamW`` loop on the exact gradient
-(numbers in the README, "Speed"): 4-8x faster at 0.25-1 Mpx, weights equal to within 1e-6.
+(numbers in the README, "Speed"): 3-7x faster at 0.25-1 Mpx and logit ranges up to a trained
+SAM's, weights equal to within 1e-6; no gain on saturated logits (+-100), where it falls back.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ its reference decoded from the positive location prior, and the (3, 256, 256) lo
 upsampled the way SAM does to a square image of each size (the example photos are ~512 px; the
 PerSeg originals are 1000-2048 px). The target is the reference mask resized (nearest) to that
 size. Because random weights give logits of arbitrary scale, ``--synthetic`` adds smooth random
-logits of scale 1, 4 and 30 at the same sizes. Timings are wall-clock medians over ``--repeats``
+logits (of scale 1, 4 and 30 by default) at the same sizes. Timings are wall-clock medians over ``--repeats``
 runs with (a), (b), (c) interleaved, on a possibly shared machine: compare within a run.
 """
 from __future__ import annotations
@@ -108,6 +108,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--synthetic", action="store_true", help="also smooth random logits")
+    parser.add_argument("--scales", default="1,4,30", help="logit scales of --synthetic")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads (default: torch's choice; on a machine shared "
                              "with other jobs, 1 avoids threads spinning on busy cores)")
@@ -121,13 +122,13 @@ def main(argv=None) -> int:
     model.load_state_dict(random_weights(model, seed=0))
     persam = PerSAM(model.eval())
     cases = []
-    for name in args.objects.split(","):
+    for name in filter(None, args.objects.split(",")):
         low_res, input_size, mask = low_res_reference_logits(persam, name)
         for size in map(int, args.sizes.split(",")):
             cases.append((f"{name} {size}px", lambda l=low_res, i=input_size, m=mask, s=size: at_size(l, i, m, s)))
     if args.synthetic:
         for size in map(int, args.sizes.split(",")):
-            for scale in (1.0, 4.0, 30.0):
+            for scale in map(float, args.scales.split(",")):
                 cases.append((f"synthetic x{scale:g} {size}px",
                               lambda s=size, c=scale: synthetic(int(c), s, c)))
 
