@@ -10,7 +10,7 @@ import pytest
 
 from reference import save_random_checkpoint
 
-PERSEG_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "perseg-mini"
+PERSEG_MINI = Path(__file__).resolve().parents[1] / "examples" / "perseg-mini"
 # A reduced ViT (vit_b layout, fewer and narrower blocks) keeps end-to-end tests fast.
 SMALL_VIT = dict(embed_dim=96, depth=4, num_heads=2, global_attn_indexes=(1, 3))
 

@@ -21,7 +21,7 @@ from persam_datasets import (
     read_rgb_image,
 )
 
-PERSEG_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "perseg-mini"
+PERSEG_MINI = Path(__file__).resolve().parents[1] / "examples" / "perseg-mini"
 
 
 def save_palette_png(path: Path, labels: np.ndarray) -> None:

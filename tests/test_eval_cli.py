@@ -13,7 +13,7 @@ from PIL import Image
 from persam.cli import main
 from persam_eval import PredictionError, evaluate_davis, evaluate_perseg
 
-PERSEG_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "perseg-mini"
+PERSEG_MINI = Path(__file__).resolve().parents[1] / "examples" / "perseg-mini"
 OBJECTS = ("cat", "colorful_sneaker", "duck_toy")
 TEST_INDICES = ("01", "02")
 

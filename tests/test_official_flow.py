@@ -4,7 +4,7 @@
 MobileSAM modules (cv2 image reading, written-out predictor, ``topk`` points, decoder re-run
 every PerSAM-F step). Both sides load the SAME seeded random vit_t checkpoint file (full-size
 MobileSAM, ``save_random_checkpoint("vit_t", ...)`` via the ``vit_t_checkpoint`` fixture of
-conftest.py), and run on PerSeg-mini's ``cat`` (reference ``00``; test images ``00``-``02``,
+conftest.py), and run on the example data's ``cat`` (examples/perseg-mini, 512 px) (reference ``00``; test images ``00``-``02``,
 the reference included, as the paper's loop does).
 
 Checked:
@@ -18,7 +18,7 @@ Checked:
   written to a temporary folder; the cosine schedule spans those steps on both sides;
 * our cached fit (``persam.fit.fit_mask_weights`` on logits decoded once, closed-form gradient)
   equals the paper's re-decode-every-step autograd training within 1e-6, from the same logits;
-* PerSAM-F masks on the full-size cat images ``01`` and ``02`` agree with IoU >= 0.99 and
+* PerSAM-F masks on the cat images ``01`` and ``02`` agree with IoU >= 0.99 and
   identical points (each side segmenting with the weights and target feature it learned on the
   small reference).
 

@@ -304,8 +304,8 @@ def test_benchmark_reports_stages_per_frame():
     assert (one["objects"], three["objects"]) == (1, 3)
     assert one["encoder_calls_per_frame"] == three["encoder_calls_per_frame"] == 1
     assert (one["decoder_calls_per_frame"], three["decoder_calls_per_frame"]) == (3, 9)
-    for stage in ("encode_s", "decode_s", "prior_s", "compose_s", "total_s", "frames_per_s"):
-        assert one[stage] >= 0 and three[stage] >= 0
+    stages = {"encode_s", "decode_s", "prior_s", "compose_s", "total_s", "frames_per_s"}
+    assert stages <= set(one) and stages <= set(three)
 
 
 def test_tracker_input_errors():
