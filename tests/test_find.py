@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from find_stub import BLUE, DARK_RED, PURPLE, RED, STUB_IOU, StubEngine, canvas, paint
+from find_stub import DARK_RED, PURPLE, RED, STUB_IOU, StubEngine, canvas, paint
 from persam import DEFAULT_THRESHOLD, Calibration, Concept, Detection, Instance, PerSAM
 from persam.find import (distinct_candidates, find_instances, grid_candidates, make_detection,
                          resolve_threshold, suppress)

@@ -108,3 +108,27 @@ def unique_stems(images) -> None:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"several inputs are named {duplicates[0]!r}; their outputs would overwrite each other")
+
+
+def add_output_args(parser: argparse.ArgumentParser, overlay_help: str) -> None:
+    """--out DIR, --overlay and the input images of the per-image commands."""
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--overlay", action="store_true", help=overlay_help)
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="images or folders of images")
+
+
+def prepare_image_run(args: argparse.Namespace):
+    """For commands that process IMAGE_OR_DIR inputs with a reference: check everything cheap
+    (reference, inputs, output names) before the model is loaded, then load it and get the
+    concept. Returns (persam, concept, image paths, output folder)."""
+    from pathlib import Path
+
+    from persam.io import collect_images
+
+    concept, reference = load_reference(args)
+    images = collect_images(args.inputs)
+    unique_stems(images)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    persam = make_persam(args)
+    return persam, reference_concept(args, persam, concept, reference), images, out

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from tqdm import tqdm
 
-from .common import add_model_args, add_reference_args, load_reference, make_persam, reference_concept, unique_stems
+from .common import add_model_args, add_output_args, add_reference_args, prepare_image_run
 
 HELP = "find all instances of your object in images, or decide that it is absent"
 
@@ -25,28 +24,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "calibrated threshold, else persam's default)")
     parser.add_argument("--max-instances", type=int, default=10, metavar="N",
                         help="report at most N instances per image (default: 10)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--overlay", action="store_true",
-                        help="also write OUT/<name>_overlay.jpg with instance outlines and scores")
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="images or folders of images")
+    add_output_args(parser, "also write OUT/<name>_overlay.jpg with instance outlines and scores")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from persam_files import read_image, save_image, save_label_png, write_text
-    from persam.io import collect_images
     from persam.overlay import instance_overlay
 
     if args.max_instances < 1:
         raise ValueError(f"--max-instances must be at least 1, got {args.max_instances}")
-    concept, reference = load_reference(args)
-    images = collect_images(args.inputs)
-    unique_stems(images)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    persam = make_persam(args)
-    concept = reference_concept(args, persam, concept, reference)
+    persam, concept, images, out = prepare_image_run(args)
     rows: list[str] = []
     present = 0
     for path in tqdm(images, desc=f"find ({concept.method})", unit="img"):

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from tqdm import tqdm
 
-from .common import add_model_args, add_reference_args, load_reference, make_persam, reference_concept, unique_stems
+from .common import add_model_args, add_output_args, add_reference_args, prepare_image_run
 
 HELP = "segment your object in images, from a reference image+mask or a saved concept"
 
@@ -16,27 +15,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "segment", help=HELP, description=HELP + ". Masks are written as OUT/<image name>.png (0/255).")
     add_model_args(parser)
     add_reference_args(parser)
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--overlay", action="store_true",
-                        help="also write OUT/<name>_overlay.jpg with the mask and prompt points drawn")
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="images or folders of images")
+    add_output_args(parser, "also write OUT/<name>_overlay.jpg with the mask and prompt points drawn")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from sam_core.image_io import load_image
-    from persam.io import collect_images, save_image, save_mask_png
+    from persam.io import save_image, save_mask_png
     from persam.overlay import draw_overlay
 
-    # Check everything cheap before any model is loaded.
-    concept, reference = load_reference(args)
-    images = collect_images(args.inputs)
-    unique_stems(images)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    persam = make_persam(args)
-    concept = reference_concept(args, persam, concept, reference)
+    persam, concept, images, out = prepare_image_run(args)
     found = 0
     for path in tqdm(images, desc=f"segment ({concept.method})", unit="img"):
         image = load_image(path)
