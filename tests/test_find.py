@@ -341,3 +341,25 @@ def test_candidate_point_stays_inside_its_cell():
     sim[12, 21] = 1.0    # same value, later in row-major order
     assert _cell_span(2, 1024, 300) == (9, 13) and _cell_span(4, 683, 200) == (19, 22)
     assert candidate_point(sim, (2, 4), embedding) == (20, 10)
+
+
+def test_find_embedding_accepts_fp16_embeddings(stub):
+    from dataclasses import replace
+
+    persam, concept = stub
+    _, embedding = persam.embed(image_with(SQUARES))
+    half = replace(embedding, features=embedding.features.half())
+    boxes = [i.box.tolist() for i in persam.find_embedding(embedding, concept, threshold=THRESHOLD).instances]
+    original = persam.engine.decode_batch
+
+    def decode_batch(emb, *args, **kwargs):  # the stub finds its image by the features' identity
+        assert emb.features.dtype == torch.float32
+        persam.engine.images[id(emb.features)] = persam.engine.images[id(embedding.features)]
+        return original(emb, *args, **kwargs)
+
+    persam.engine.decode_batch = decode_batch
+    try:
+        found = persam.find_many_embedding(half, [concept], threshold=THRESHOLD)[0]
+    finally:
+        del persam.engine.decode_batch
+    assert [i.box.tolist() for i in found.instances] == boxes
