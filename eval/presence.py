@@ -23,6 +23,11 @@ def _scores(values: Sequence[float], name: str) -> np.ndarray:
     return array
 
 
+def _fraction(hits: int, misses: int, empty: float) -> float:
+    """hits / (hits + misses), or ``empty`` when both are zero."""
+    return hits / (hits + misses) if hits + misses else empty
+
+
 def auroc(positive_scores: Sequence[float], negative_scores: Sequence[float]) -> float:
     """Area under the ROC curve as the Mann-Whitney statistic: the fraction of (positive,
     negative) pairs where the positive scores higher, ties counting one half."""
@@ -47,14 +52,12 @@ class PresenceCounts:
     @property
     def precision(self) -> float:
         """TP / (TP + FP); 1.0 when nothing is called present (no false alarm was made)."""
-        called = self.true_positives + self.false_positives
-        return self.true_positives / called if called else 1.0
+        return _fraction(self.true_positives, self.false_positives, empty=1.0)
 
     @property
     def recall(self) -> float:
         """TP / (TP + FN); 0.0 without positives."""
-        actual = self.true_positives + self.false_negatives
-        return self.true_positives / actual if actual else 0.0
+        return _fraction(self.true_positives, self.false_negatives, empty=0.0)
 
     @property
     def f1(self) -> float:
@@ -149,17 +152,17 @@ class InstanceCounts:
 
     @property
     def precision(self) -> float:
-        called = self.true_positives + self.false_positives
-        return self.true_positives / called if called else 1.0
+        """Matched / predicted instances; 1.0 without predictions."""
+        return _fraction(self.true_positives, self.false_positives, empty=1.0)
 
     @property
     def recall(self) -> float:
-        actual = self.true_positives + self.false_negatives
-        return self.true_positives / actual if actual else 1.0
+        """Matched / true instances; 1.0 when there is nothing to find."""
+        return _fraction(self.true_positives, self.false_negatives, empty=1.0)
 
     @property
     def count_accuracy(self) -> float:
-        return self.correct_counts / self.images if self.images else 0.0
+        return _fraction(self.correct_counts, self.images - self.correct_counts, empty=0.0)
 
     def to_dict(self) -> dict:
         return {"tp": self.true_positives, "fp": self.false_positives, "fn": self.false_negatives,

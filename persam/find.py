@@ -9,7 +9,7 @@ whose score reaches the concept's presence threshold.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import cv2
@@ -359,6 +359,9 @@ def detect(engine: SamEngine, embedding: ImageEmbedding, concept: Concept, thres
         raise ValueError(f"max_instances must be at least 1, got {max_instances}")
     if max_candidates is None:
         max_candidates = CANDIDATES_PER_INSTANCE * max_instances
+    if embedding.features.dtype != torch.float32 or embedding.features.device != engine.device:
+        # e.g. an fp16 embedding loaded from an index: the decoder and the prior work in fp32
+        embedding = replace(embedding, features=embedding.features.to(engine.device, torch.float32))
     instances = find_instances(engine, embedding, concept, max_candidates, stage, stats=stats)
     return make_detection(instances, resolve_threshold(concept, threshold), max_instances,
                           embedding.original_size)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from find_stub import BLUE, DARK_RED, PURPLE, RED, STUB_IOU, StubEngine, canvas, paint
+from find_stub import DARK_RED, PURPLE, RED, STUB_IOU, StubEngine, canvas, paint
 from persam import DEFAULT_THRESHOLD, Calibration, Concept, Detection, Instance, PerSAM
 from persam.find import (distinct_candidates, find_instances, grid_candidates, make_detection,
                          resolve_threshold, suppress)
@@ -321,3 +321,45 @@ def test_calibrate_on_stub_images(stub):
     assert (c.n_pos, c.n_neg, c.auroc, c.precision, c.recall) == (2, 2, 1.0, 1.0, 1.0)
     assert persam.find(negatives[0], calibrated).present is False  # threshold=None: calibrated
     assert all(persam.find(image, calibrated).present for image in positives)
+
+
+def test_candidate_point_stays_inside_its_cell():
+    from sam_core.engine import ImageEmbedding
+    from sam_core.transforms import resized_shape
+
+    from persam.find import _cell_span, candidate_point
+
+    assert _cell_span(3, 1024, 256) == (12, 15)      # 4 pixels per cell
+    assert _cell_span(3, 1024, 2048) == (96, 127)    # 32 pixels per cell
+    assert _cell_span(0, 1024, 32) == (0, 0) and _cell_span(1, 1024, 32) == (0, 0)  # 2 cells per pixel
+    assert _cell_span(63, 1024, 32) == (31, 31)
+    size = (300, 200)  # (H, W): 1024 x 683 input
+    embedding = ImageEmbedding(torch.zeros(1, 256, 64, 64), resized_shape(size), size)
+    sim = torch.zeros(size)
+    sim[100, 50] = 5.0   # outside the cell asked for
+    sim[10, 20] = 1.0
+    sim[12, 21] = 1.0    # same value, later in row-major order
+    assert _cell_span(2, 1024, 300) == (9, 13) and _cell_span(4, 683, 200) == (19, 22)
+    assert candidate_point(sim, (2, 4), embedding) == (20, 10)
+
+
+def test_find_embedding_accepts_fp16_embeddings(stub):
+    from dataclasses import replace
+
+    persam, concept = stub
+    _, embedding = persam.embed(image_with(SQUARES))
+    half = replace(embedding, features=embedding.features.half())
+    boxes = [i.box.tolist() for i in persam.find_embedding(embedding, concept, threshold=THRESHOLD).instances]
+    original = persam.engine.decode_batch
+
+    def decode_batch(emb, *args, **kwargs):  # the stub finds its image by the features' identity
+        assert emb.features.dtype == torch.float32
+        persam.engine.images[id(emb.features)] = persam.engine.images[id(embedding.features)]
+        return original(emb, *args, **kwargs)
+
+    persam.engine.decode_batch = decode_batch
+    try:
+        found = persam.find_many_embedding(half, [concept], threshold=THRESHOLD)[0]
+    finally:
+        del persam.engine.decode_batch
+    assert [i.box.tolist() for i in found.instances] == boxes

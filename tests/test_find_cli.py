@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from find_data import make_perseg
 from persam import Concept, PerSAM, build_sam

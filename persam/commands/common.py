@@ -222,3 +222,27 @@ def reference_concept(args: argparse.Namespace, persam, concept, reference, out=
     persam.check_concept(concept)
     return concept
 
+
+def add_output_args(parser: argparse.ArgumentParser, overlay_help: str) -> None:
+    """--out DIR, --overlay and the input images of the per-image commands (segment, find)."""
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="output folder (created when the first result is written)")
+    parser.add_argument("--overlay", action="store_true", help=overlay_help)
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
+                        help="images or folders of images (folders are searched recursively)")
+
+
+def prepare_image_run(args: argparse.Namespace):
+    """For commands that process IMAGE_OR_DIR inputs with a reference (segment, find): check
+    everything cheap (reference arguments, --out, the inputs and their output names, the
+    reference files) before the model is loaded, then load it and get the concept. Nothing is
+    written here except the mask made from clicks. Returns (persam, concept, input images
+    (:class:`support.InputImage`), output folder)."""
+    from .support import check_output_dir, collect_inputs
+
+    check_reference_args(args)
+    out = check_output_dir(args.out)
+    images = collect_inputs(args.inputs, out=out, exclude=[args.ref_mask, args.concept])
+    concept, reference = load_reference(args)
+    persam = make_persam(args)
+    return persam, reference_concept(args, persam, concept, reference, out), images, out

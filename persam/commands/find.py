@@ -4,9 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import (add_model_args, add_reference_args, check_reference_args, load_reference, make_persam,
-                     positive_int, reference_concept)
-from .support import FAILURES_FILE, check_output_dir, collect_inputs, plural, run_batch
+from .common import add_model_args, add_output_args, add_reference_args, positive_int, prepare_image_run
+from .support import FAILURES_FILE, plural, run_batch
 
 RESULTS_FILE = "results.jsonl"
 
@@ -28,11 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "calibrated threshold, else persam's default)")
     parser.add_argument("--max-instances", type=positive_int, default=10, metavar="N",
                         help="report at most N instances per image (default: 10)")
-    parser.add_argument("--out", required=True, metavar="DIR",
-                        help="output folder (created when the first result is written)")
-    parser.add_argument("--overlay", action="store_true",
-                        help="also write OUT/<name>_overlay.jpg with instance outlines and scores")
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="images or folders of images")
+    add_output_args(parser, "also write OUT/<name>_overlay.jpg with instance outlines and scores")
     parser.set_defaults(func=run)
 
 
@@ -42,13 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from persam_files import save_image, save_label_png, write_text
 
     # Everything is checked before the model is loaded and before anything is written.
-    check_reference_args(args)
-    out = check_output_dir(args.out)
-    images = collect_inputs(args.inputs, out=out, exclude=[args.ref_mask, args.concept])
-    concept, reference = load_reference(args)
-
-    persam = make_persam(args)
-    concept = reference_concept(args, persam, concept, reference, out)
+    persam, concept, images, out = prepare_image_run(args)
     rows: list[str] = []
     present = 0
 

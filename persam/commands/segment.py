@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (add_model_args, add_reference_args, check_reference_args, load_reference, make_persam,
-                     reference_concept)
-from .support import FAILURES_FILE, check_output_dir, collect_inputs, plural, run_batch
+from .common import add_model_args, add_output_args, add_reference_args, prepare_image_run
+from .support import FAILURES_FILE, plural, run_batch
 
 HELP = "segment your object in images, from a reference image+mask (or clicks) or a saved concept"
 
@@ -19,11 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "any failed).")
     add_model_args(parser)
     add_reference_args(parser)
-    parser.add_argument("--out", required=True, metavar="DIR",
-                        help="output folder (created when the first mask is written)")
-    parser.add_argument("--overlay", action="store_true",
-                        help="also write OUT/<name>_overlay.jpg with the mask and prompt points drawn")
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="images or folders of images")
+    add_output_args(parser, "also write OUT/<name>_overlay.jpg with the mask and prompt points drawn")
     parser.set_defaults(func=run)
 
 
@@ -32,13 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from persam_files import save_image, save_mask_png
 
     # Everything is checked before the model is loaded and before anything is written.
-    check_reference_args(args)
-    out = check_output_dir(args.out)
-    images = collect_inputs(args.inputs, out=out, exclude=[args.ref_mask, args.concept])
-    concept, reference = load_reference(args)
-
-    persam = make_persam(args)
-    concept = reference_concept(args, persam, concept, reference, out)
+    persam, concept, images, out = prepare_image_run(args)
     found = 0
 
     def segment_one(item) -> None:
