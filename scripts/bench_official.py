@@ -73,7 +73,6 @@ from persam.mask_weights import reference_logits  # noqa: E402
 from persam.masks import load_mask  # noqa: E402
 from persam.timing import StageTimer  # noqa: E402
 from persam_files import read_image, read_mask, save_mask_png, write_bytes, write_json  # noqa: E402
-from persam.prior import best_and_worst_points, similarity_map  # noqa: E402
 from sam_core import Sam, ViTConfig, infer_config, read_state_dict  # noqa: E402
 
 DEFAULT_DATA = REPO / "examples" / "perseg-mini"
