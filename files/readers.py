@@ -59,6 +59,8 @@ def _open_decoded(path: Path, what: str, error: type[ImageReadError]) -> Image.I
         raise error(f"{what} {path} is too large to decode in memory") from None
     except Exception as exc:  # Pillow's decoders raise OSError, SyntaxError, ValueError, struct.error ...
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        if "truncat" in reason.lower():  # the common case (an interrupted copy): say it plainly
+            raise error(f"{what} {path} is truncated or corrupt ({reason})") from None
         raise error(f"{what} {path} is unreadable or malformed ({reason})") from None
 
 
