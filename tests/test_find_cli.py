@@ -69,9 +69,13 @@ def test_find_thresholds_files_and_api_agree(small_checkpoint, folder, tmp_path)
 
 
 def test_find_errors_are_one_line(small_checkpoint, folder, tmp_path, capsys):
-    assert run_find(small_checkpoint, folder, tmp_path / "x", "--max-instances", "0") == 1
+    # A bad number is an argument error, as for every command: one line, exit status 2, no work.
+    with pytest.raises(SystemExit) as stop:
+        run_find(small_checkpoint, folder, tmp_path / "x", "--max-instances", "0")
+    assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--max-instances must be at least 1" in err[0]
+    assert len(err) == 1 and "--max-instances: must be at least 1" in err[0]
+    assert not (tmp_path / "x").exists()
 
 
 def test_calibrate_stores_the_threshold_that_find_then_uses(small_checkpoint, folder, tmp_path, capsys):
