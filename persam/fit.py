@@ -4,30 +4,16 @@ SAM is frozen and its inputs are fixed during fitting, so the three full-size lo
 are decoded once and the 1000 optimizer steps run on them. The loss and its gradient with
 respect to the two weights are computed by hand in one pass over the pixels (chunked so
 the working set stays in cache), instead of an autograd graph over millions of pixels;
-the update is AdamW with a cosine schedule, as in the paper's code (the same arithmetic as
-torch's classes, without their import cost).
+the update is ``torch.optim.AdamW`` with ``CosineAnnealingLR``, as in the paper's code.
 
-Why a Chebyshev interpolant of the gradient: even written by hand, one exact gradient is a
-pass over every pixel of three full-size maps (1-4 million pixels for PerSeg's photos), and
-the paper's recipe takes 1000 steps, so the exact fit costs roughly ten seconds per
-megapixel on our 2-core machines - more than segmenting the object in a dozen images. But the gradient
-is a smooth (analytic) function of just two numbers, and AdamW at lr 1e-3 moves them only a
-little per step. So :class:`_GradientModel` evaluates the exact gradient on a 9 x 9 grid of
-Chebyshev nodes in a small square around the current weights, sized from how fast the pixels'
-logits can approach a singularity of sigmoid/softplus so that the interpolant is accurate to
-~1e-8, checks it against one more exact evaluation, and then answers every step that stays in
-the square from the interpolant (a few dozen float operations). Steps leaving the square build
-a new one; where squares would cost more than exact steps, it falls back to exact steps for
-good, so it is never much slower than ``exact=True``. ``scripts/bench_fit.py`` measures it
-against ``exact=True`` and against a plain ``torch.optim.AdamW`` loop on the exact gradient
-(numbers in the README, "Speed"): 3-7x faster at 0.25-1 Mpx and logit ranges up to a trained
-SAM's, weights equal to within 1e-6; no gain on saturated logits (+-100), where it falls back.
+An earlier version answered most steps from a Chebyshev interpolant of this gradient (it is
+an analytic function of two numbers). Measured against this loop (README, "Speed"), it only
+paid off on logits of small magnitude, such as a random checkpoint's (4-10x); on logits of the
+size a trained SAM produces it was at best 3x and mostly fell back to exact steps, buying
+nothing, so it was removed in favour of this plain loop.
 """
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
 
 FOCAL_ALPHA = 0.25  # weight of object pixels in the focal loss (background: 1 - alpha)
@@ -36,8 +22,6 @@ DICE_SMOOTHING = 1.0  # added to the dice numerator and denominator
 DEFAULT_STEPS = 1000  # the paper's number of AdamW steps
 DEFAULT_LR = 1e-3
 DEFAULT_EPS = 1e-4
-ADAMW_BETAS = (0.9, 0.999)  # torch.optim.AdamW's defaults, which the paper keeps
-ADAMW_WEIGHT_DECAY = 1e-2
 _CHUNK = 1 << 17  # pixels per chunk: big enough for two threads, small enough to stay in cache
 
 
@@ -138,191 +122,28 @@ def loss_and_grad(pixels: _PixelSet, free: torch.Tensor,
     return loss, grad.to(torch.float32).reshape(2, 1)
 
 
-class _AdamW:
-    """AdamW (decoupled weight decay) with a cosine-annealed learning rate, for one tensor.
-
-    The same float operations as ``torch.optim.AdamW`` (its CPU single-tensor update) driven
-    by ``CosineAnnealingLR`` (its recursive form), written out because building a torch
-    optimizer costs ~1 s of one-time imports per process, longer than the whole fit on
-    small images. Tested against torch's classes.
-    """
-
-    def __init__(self, param: torch.Tensor, lr: float, steps: int, eps: float,
-                 betas: tuple[float, float] = ADAMW_BETAS, weight_decay: float = ADAMW_WEIGHT_DECAY) -> None:
-        self.param = param
-        self.base_lr = self.lr = lr
-        self.steps = steps
-        self.eps = eps
-        self.beta1, self.beta2 = betas
-        self.weight_decay = weight_decay
-        self.exp_avg = torch.zeros_like(param)
-        self.exp_avg_sq = torch.zeros_like(param)
-        self.step_count = 0
-        self.epoch = 0
-
-    def step(self, grad: torch.Tensor) -> None:
-        self.step_count += 1
-        self.param.mul_(1 - self.lr * self.weight_decay)
-        self.exp_avg.lerp_(grad, 1 - self.beta1)
-        self.exp_avg_sq.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
-        step = float(self.step_count)  # torch keeps it as float32: exact for any count we reach
-        bias_correction1 = 1 - self.beta1 ** step
-        bias_correction2 = 1 - self.beta2 ** step
-        denom = (self.exp_avg_sq.sqrt() / bias_correction2 ** 0.5).add_(self.eps)
-        self.param.addcdiv_(self.exp_avg, denom, value=-(self.lr / bias_correction1))
-        self._anneal()
-
-    def _anneal(self) -> None:
-        """CosineAnnealingLR(T_max=steps, eta_min=0).step(), recursive form."""
-        self.epoch += 1
-        t_max = self.steps
-        if (self.epoch - 1 - t_max) % (2 * t_max) == 0:
-            self.lr = self.lr + self.base_lr * (1 - math.cos(math.pi / t_max)) / 2
-        else:
-            self.lr = ((1 + math.cos(math.pi * self.epoch / t_max))
-                       / (1 + math.cos(math.pi * (self.epoch - 1) / t_max)) * self.lr)
-
-
-_DEGREE = 8  # Chebyshev degree per axis of the gradient model: (8 + 1)^2 = 81 exact evaluations
-_BOX_COST = (_DEGREE + 1) ** 2 + 1  # exact evaluations per box: the nodes and one check
-_ANALYTIC_MARGIN = 4.0  # box half-width = 1 / (margin * q), q bounds how fast pixels' logits move
-_TOLERANCE = 1e-6  # accepted model error, relative to the gradient's size in the box
-_ABS_TOLERANCE = 1e-12  # accepted absolute error where the gradient itself is ~0
-_MIN_HALF_WIDTH = 0.02  # ~20 optimizer steps at the initial learning rate
-_MAX_HALF_WIDTH = 0.5  # the weights stay well inside [-0.5, 1.5]; bigger boxes buy nothing
-_MIN_SPEED = 1e-6  # floor of q, so that logits that do not move give a finite box
-_BUILD_ATTEMPTS = 2  # a box failing its check is rebuilt once, smaller, then exact steps
-_SHRINK = 4  # half-width divisor after a failed check
-_CHECK_POINT = np.array([0.37, -0.61])  # where a box is checked (box units): off the node grid
-
-
-def _chebyshev_nodes(count: int) -> np.ndarray:
-    return np.cos(np.pi * (np.arange(count) + 0.5) / count)
-
-
-def _chebyshev_basis(x: float, count: int) -> np.ndarray:
-    values = np.empty(count)
-    values[0] = 1.0
-    if count > 1:
-        values[1] = x
-    for m in range(2, count):
-        values[m] = 2 * x * values[m - 1] - values[m - 2]
-    return values
-
-
-class _GradientModel:
-    """The exact gradient, or a Chebyshev interpolant of it where that is as good.
-
-    The gradient is an analytic function of the two weights: with s_i = L0_i + w . d_i, the
-    nearest complex singularity of pixel i's terms (sigmoid/softplus poles at s = +-i pi) lies
-    at a distance of at least sqrt(s_i^2 + pi^2) / |d_i| in w. On a square box of half-width
-    1 / (4 q), q = max_i |d_i| / sqrt(s_i^2 + pi^2) at the box centre, a degree-8 tensor
-    Chebyshev interpolant of the exactly evaluated gradient is accurate to ~1e-8 relative.
-    Each box is checked against one more exact evaluation inside it (rejected and shrunk if
-    off by more than 1e-6 of the gradient's size there), and a step outside every box is
-    exact. Where boxes would cost more than exact steps (logits that move fast with the
-    weights), it falls back to exact evaluation for good, so it is never more than ~2x the
-    exact cost and usually a small fraction of it.
-    """
-
-    def __init__(self, pixel_sets: list[_PixelSet], workspace: _Workspace, steps: int) -> None:
-        self.pixel_sets = pixel_sets
-        self.workspace = workspace
-        self.budget = steps  # exact evaluations we allow ourselves to spend on boxes
-        self.evaluations = 0
-        self.box: tuple[np.ndarray, float, np.ndarray] | None = None  # centre, half-width, coefficients
-        self.exact_only = False
-        count = _DEGREE + 1
-        self.nodes = _chebyshev_nodes(count)
-        self.node_basis = np.stack([_chebyshev_basis(x, count) for x in self.nodes])  # (node, m)
-
-    def exact(self, weights: np.ndarray) -> np.ndarray:
-        self.evaluations += 1
-        free = torch.tensor(weights, dtype=torch.float32).reshape(2, 1)
-        grad = sum(loss_and_grad(pixels, free, self.workspace)[1] for pixels in self.pixel_sets)
-        return (grad / len(self.pixel_sets)).double().numpy().reshape(2)
-
-    def __call__(self, free: torch.Tensor) -> torch.Tensor:
-        weights = free.double().numpy().reshape(2)
-        if not self.exact_only:
-            if self.box is None or np.abs(weights - self.box[0]).max() > self.box[1]:
-                self._build(weights)
-            if self.box is not None and np.abs(weights - self.box[0]).max() <= self.box[1]:
-                return torch.tensor(self._interpolate(weights), dtype=torch.float32).reshape(2, 1)
-        return torch.tensor(self.exact(weights), dtype=torch.float32).reshape(2, 1)
-
-    def _speed(self, weights: np.ndarray) -> float:
-        """max over pixels of |d_i| / sqrt(s_i^2 + pi^2): how fast logits approach a singularity."""
-        w0, w1, w2 = 1.0 - weights.sum(), weights[0], weights[1]
-        fastest = 0.0
-        for pixels in self.pixel_sets:
-            for _, maps in pixels.blocks:
-                for start in range(0, maps.shape[1], _CHUNK):
-                    chunk = maps[:, start:start + _CHUNK]
-                    logits = chunk[0] * w0 + chunk[1] * w1 + chunk[2] * w2
-                    speed = torch.hypot(chunk[1] - chunk[0], chunk[2] - chunk[0])
-                    fastest = max(fastest, float((speed / torch.sqrt(logits * logits + math.pi ** 2)).max()))
-        return fastest
-
-    def _build(self, centre: np.ndarray) -> None:
-        self.box = None
-        if self.evaluations + _BOX_COST > self.budget:
-            self.exact_only = True
-            return
-        half_width = min(1.0 / (_ANALYTIC_MARGIN * max(self._speed(centre), _MIN_SPEED)), _MAX_HALF_WIDTH)
-        if half_width < _MIN_HALF_WIDTH:  # a box would last only a few steps: not worth 82 passes
-            self.exact_only = True
-            return
-        for _ in range(_BUILD_ATTEMPTS):
-            if self.evaluations + _BOX_COST > self.budget:
-                self.exact_only = True
-                return
-            samples = np.empty((_DEGREE + 1, _DEGREE + 1, 2))
-            for j, x in enumerate(self.nodes):
-                for k, y in enumerate(self.nodes):
-                    samples[j, k] = self.exact(centre + half_width * np.array([x, y]))
-            # c_mn = (2/N)^2 sum_jk f(x_j, y_k) T_m(x_j) T_n(y_k), first terms halved.
-            count = _DEGREE + 1
-            coefficients = np.einsum("jm,kn,jkc->mnc", self.node_basis, self.node_basis, samples) * (2 / count) ** 2
-            coefficients[0] /= 2
-            coefficients[:, 0] /= 2
-            self.box = (centre, half_width, coefficients)
-            probe = centre + half_width * _CHECK_POINT
-            error = np.abs(self._interpolate(probe) - self.exact(probe)).max()
-            scale = np.abs(samples).max()
-            if error <= _TOLERANCE * scale + _ABS_TOLERANCE:
-                return
-            self.box = None
-            half_width /= _SHRINK
-
-    def _interpolate(self, weights: np.ndarray) -> np.ndarray:
-        centre, half_width, coefficients = self.box
-        x, y = (weights - centre) / half_width
-        count = _DEGREE + 1
-        return np.einsum("m,n,mnc->c", _chebyshev_basis(x, count), _chebyshev_basis(y, count), coefficients)
-
-
 def fit_mask_weights(
     references: list[tuple[torch.Tensor, torch.Tensor]],
     steps: int = DEFAULT_STEPS,
     lr: float = DEFAULT_LR,
     eps: float = DEFAULT_EPS,
-    exact: bool = False,
 ) -> torch.Tensor:
     """Fit PerSAM-F's weights on cached decoder outputs.
 
     references: (logits, target) pairs with logits (3, H, W) full-size multimask logits of the
     reference image decoded from its positive location prior, and target (H, W) its mask.
     With several references the loss is their mean. Returns the (3,) weights
-    (1 - w1 - w2, w1, w2). ``exact=True`` evaluates the full-resolution gradient at every
-    step instead of using the verified interpolant of :class:`_GradientModel`.
+    (1 - w1 - w2, w1, w2). AdamW (torch's defaults otherwise) and the cosine schedule are the
+    paper's; the gradient is :func:`loss_and_grad`'s instead of autograd's.
     """
     pixel_sets = [_PixelSet(logits, target) for logits, target in references]
     workspace = _Workspace(min(_CHUNK, max(p.count for p in pixel_sets)))
-    model = _GradientModel(pixel_sets, workspace, steps)
-    model.exact_only = exact
-    free = initial_weights()
-    optimizer = _AdamW(free, lr=lr, steps=steps, eps=eps)
+    free = torch.nn.Parameter(initial_weights())
+    optimizer = torch.optim.AdamW([free], lr=lr, eps=eps)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     for _ in range(steps):
-        optimizer.step(model(free))
-    return full_weights(free)[:, 0]
+        grads = [loss_and_grad(pixels, free.detach(), workspace)[1] for pixels in pixel_sets]
+        free.grad = sum(grads) / len(grads)
+        optimizer.step()
+        schedule.step()
+    return full_weights(free.detach())[:, 0]
