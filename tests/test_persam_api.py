@@ -154,13 +154,23 @@ def test_segment_many_uses_one_encoder_pass(small_persam, perseg_mini, dataset):
     stacked = np.stack([m.mask for m in many])
     assert stacked.sum(0).max() <= 1  # disjoint
     logits = torch.stack([s.logits for s in singles])
+    # segment_many decodes all concepts in one batch: its logits equal the single ones to float
+    # rounding (tests/test_persam_batch.py), so pixels within that of a decision are not compared.
+    tolerance = 1e-4
+    undecided = (logits.abs() < tolerance).any(0).numpy()
     for index, (single, joint) in enumerate(zip(singles, many)):
-        # A pixel stays with a concept exactly when no other concept claims it with a higher logit.
+        # A pixel stays with a concept exactly when no other concept claims it with a higher
+        # logit (an equal one: the earlier concept).
         others = [j for j in range(len(singles)) if j != index]
         beaten = np.zeros_like(single.mask)
         for j in others:
-            beaten |= singles[j].mask & (logits[j] > logits[index]).numpy()
-        np.testing.assert_array_equal(joint.mask, single.mask & ~beaten)
+            higher = (logits[j] > logits[index]) | ((logits[j] == logits[index]) & (j < index))
+            beaten |= singles[j].mask & higher.numpy()
+            gap = (logits[j] - logits[index]).abs()
+            undecided |= ((gap < tolerance) & (gap > 0)).numpy() & singles[j].mask
+        clear = ~undecided
+        assert clear.mean() > 0.99
+        np.testing.assert_array_equal(joint.mask[clear], (single.mask & ~beaten)[clear])
     small_persam.engine.encode = type(small_persam.engine).encode.__get__(small_persam.engine)
 
 
