@@ -4,7 +4,7 @@
   ``Annotations/<object>/NN.png``).
 * :class:`DavisDataset` - DAVIS-2017 (``JPEGImages/480p``, ``Annotations/480p``,
   ``ImageSets/2017/<split>.txt``).
-* :func:`make_multi_instance` - seeded multi-instance images made from PerSeg (SPEC 11).
+* :func:`make_multi_instance` - seeded multi-instance images made from PerSeg (docs/method.md 11).
 * Image helpers that return upright RGB uint8 images, label maps and boolean masks.
 
 Readers list files when opened and read pixels only on access. Layout problems raise

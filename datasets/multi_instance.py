@@ -1,4 +1,4 @@
-"""Multi-instance test images made from PerSeg (SPEC 11), for scoring ``find``.
+"""Multi-instance test images made from PerSeg (docs/method.md 11), for scoring ``find``.
 
 For each object, images are made by pasting k in {0, 1, 2, 3} cut-outs of that object (taken
 from its test images and masks, scaled by a factor in [0.5, 1.0], flipped half of the time) onto

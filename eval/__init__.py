@@ -4,7 +4,7 @@
   :func:`iou` (J), :func:`boundary_f` (F), :func:`db_statistics` (Mean/Recall/Decay).
 * PerSeg: :func:`evaluate_perseg` (files) and :func:`perseg_scores` (in-memory counts),
   with the definitions of PerSAM's ``eval_miou.py``.
-* Presence and instances (``find``, SPEC 11): :func:`auroc`, :func:`presence_counts`
+* Presence and instances (``find``, docs/method.md 11): :func:`auroc`, :func:`presence_counts`
   (precision / recall / F1 at a threshold), :func:`choose_threshold`, :func:`match_instances`
   and :func:`instance_counts` (matching at IoU 0.5, count accuracy).
 * DAVIS-2017 semi-supervised: :func:`evaluate_davis` (files, writes the toolkit's CSVs)

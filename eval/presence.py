@@ -1,4 +1,4 @@
-"""Presence and instance metrics for ``find`` (SPEC 11); pure functions on scores and masks.
+"""Presence and instance metrics for ``find`` (docs/method.md 11); pure functions on scores and masks.
 
 Presence: each image has one score (the best instance's) and a label (the object is there or
 not). Instances: predicted masks (best first) are matched to ground-truth masks at IoU >= 0.5.

@@ -1,4 +1,4 @@
-"""``persam app``: the whole flow in a browser page (SPEC 14), for people who use no terminal.
+"""``persam app``: the whole flow in a browser page (README 'Web page'), for people who use no terminal.
 
 Reference (upload a photo, then click on the object: points in or out of it, or two clicks for
 a box; or upload a mask) -> learn (PerSAM or PerSAM-F) -> targets (many photos; a gallery of overlays with found /

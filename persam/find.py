@@ -1,4 +1,4 @@
-"""All instances of a concept in an image, and whether it is there at all (SPEC 11).
+"""All instances of a concept in an image, and whether it is there at all (docs/method.md 11).
 
 ``segment`` keeps the paper's behaviour: exactly one mask. ``find`` starts from every local
 maximum of the 64x64 similarity grid, decodes each candidate as PerSAM (or PerSAM-F) does, with
@@ -240,7 +240,7 @@ def distinct_candidates(low_res: torch.Tensor, input_size: tuple[int, int],
 
 def refine_batch(engine: SamEngine, embedding: ImageEmbedding, points: np.ndarray, labels: np.ndarray,
                  earlier: _Decoded, first_boxes: np.ndarray | None = None) -> _Decoded:
-    """SPEC 3.6 steps 2-3 for the ``alive`` candidates, one decoder call per step (see
+    """docs/method.md 3.6 steps 2-3 for the ``alive`` candidates, one decoder call per step (see
     ``refine.cascaded_refinement`` for one prompt set). ``first_boxes`` (B, 4): PerSAM-F's box
     prompts for step 2. A candidate whose step-2 mask is empty keeps its ``earlier`` result, as
     ``segment`` falls back to its last non-empty mask."""
@@ -266,7 +266,7 @@ def refine_batch(engine: SamEngine, embedding: ImageEmbedding, points: np.ndarra
 
 def decode_persam(engine: SamEngine, embedding: ImageEmbedding, concept: Concept, points: np.ndarray,
                   labels: np.ndarray, attn_sim: torch.Tensor) -> _Decoded:
-    """SPEC 3.4-3.6 for B prompt sets (B, N, 2): guided first decode, then two refinements."""
+    """docs/method.md 3.4-3.6 for B prompt sets (B, N, 2): guided first decode, then two refinements."""
     device = engine.device
     first = engine.decode_batch(embedding, points, labels, multimask=False, attn_sim=attn_sim,
                                 target_embedding=concept.target_embedding.to(device).reshape(1, 1, -1))
@@ -277,7 +277,7 @@ def decode_persam(engine: SamEngine, embedding: ImageEmbedding, concept: Concept
 
 def decode_persam_f(engine: SamEngine, embedding: ImageEmbedding, concept: Concept, points: np.ndarray,
                     labels: np.ndarray) -> _Decoded:
-    """SPEC 4 for B prompt sets: weighted multimask decode, then two refinements with boxes."""
+    """docs/method.md 4 for B prompt sets: weighted multimask decode, then two refinements with boxes."""
     weights = concept.mask_weights.to(engine.device).float()
     first = engine.decode_batch(embedding, points, labels, multimask=True)
     low_res = (first.low_res_logits * weights[None, :, None, None]).sum(1)
@@ -369,7 +369,7 @@ def detect(engine: SamEngine, embedding: ImageEmbedding, concept: Concept, thres
 
 # -- calibration ---------------------------------------------------------------------------
 def calibration_from_scores(positive_scores: Sequence[float], negative_scores: Sequence[float]) -> Calibration:
-    """SPEC 11: the threshold with the highest balanced accuracy on the best-instance scores of
+    """docs/method.md 11: the threshold with the highest balanced accuracy on the best-instance scores of
     positive and negative images (ties: the higher), with AUROC and precision / recall there."""
     from persam_eval import auroc, choose_threshold
 

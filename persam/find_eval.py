@@ -1,4 +1,4 @@
-"""The two ``find`` protocols of SPEC 11, run with a model; the metrics are persam_eval's.
+"""The two ``find`` protocols of docs/method.md 11, run with a model; the metrics are persam_eval's.
 
 * PerSeg presence: a concept per object, learned from its reference; positives are the object's
   test images, negatives the test images of every other object. Per object: AUROC of the

@@ -1,4 +1,4 @@
-"""PerSAM-F: fitting the two mask-scale weights (SPEC section 4).
+"""PerSAM-F: fitting the two mask-scale weights (docs/method.md 4).
 
 SAM is frozen and its inputs are fixed during fitting, so the three full-size logit maps
 are decoded once and the 1000 optimizer steps run on them. The loss and its gradient with

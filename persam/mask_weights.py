@@ -1,4 +1,4 @@
-"""PerSAM-F's two steps around the fit (SPEC 4), shared by images and video: decode the
+"""PerSAM-F's two steps around the fit (docs/method.md 4), shared by images and video: decode the
 reference from its own positive prior, fit the three mask-scale weights on those logits
 (:func:`persam.fit.fit_mask_weights`), and mix SAM's three masks with the weights."""
 from __future__ import annotations

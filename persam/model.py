@@ -1,5 +1,5 @@
 """PerSAM and PerSAM-F: learn a concept from one (or a few) reference image(s) and masks,
-then segment that object in new images with no prompts (SPEC sections 3-5)."""
+then segment that object in new images with no prompts (docs/method.md sections 3-5)."""
 from __future__ import annotations
 
 import os
@@ -218,7 +218,7 @@ class PerSAM:
                     results[row] = result
         return results  # type: ignore[return-value]
 
-    # -- all instances and presence (SPEC 11) ---------------------------------------------
+    # -- all instances and presence (docs/method.md 11) ---------------------------------------------
     def find(self, image: ImageLike, concept: Concept, threshold: float | None = None,
              max_instances: int = 10) -> Detection:
         """Every instance of the concept's object in ``image`` and whether it is there at all.
@@ -274,7 +274,7 @@ class PerSAM:
 
     def _segment_persam(self, embedding: ImageEmbedding, concepts: Sequence[Concept],
                         sims: torch.Tensor) -> list[Segmentation]:
-        """SPEC 3.3-3.6 for K PerSAM concepts with (K, H, W) similarity maps: positive/negative
+        """docs/method.md 3.3-3.6 for K PerSAM concepts with (K, H, W) similarity maps: positive/negative
         prior, guided first decode, two refinements (one decoder call per step for all)."""
         device = self.engine.device
         with self._stage("prior"):
@@ -297,7 +297,7 @@ class PerSAM:
 
     def _segment_persam_f(self, embedding: ImageEmbedding, concepts: Sequence[Concept],
                           sims: torch.Tensor) -> list[Segmentation]:
-        """SPEC 4 for K PerSAM-F concepts: positive prior only, weighted multimask decode, two
+        """docs/method.md 4 for K PerSAM-F concepts: positive prior only, weighted multimask decode, two
         refinements with boxes (one decoder call per step for all)."""
         with self._stage("prior"):
             points = np.stack([top_k_points(sim, 1) for sim in sims])  # (K, 1, 2)
@@ -329,7 +329,7 @@ class PerSAM:
     def _cascade(self, embedding: ImageEmbedding, points: np.ndarray, labels: np.ndarray,
                  mask_input: torch.Tensor, first_boxes: list[np.ndarray] | None,
                  earlier: list[Callable[[], Segmentation]]) -> list[Segmentation]:
-        """SPEC 3.6 steps 2-3 for B prompt sets; where a mask that should give a box is empty,
+        """docs/method.md 3.6 steps 2-3 for B prompt sets; where a mask that should give a box is empty,
         that set's last non-empty result (``earlier[i]()``), or an empty mask."""
         refined = cascaded_refinement_batch(self.engine.decode_batch, self.engine.upsample, embedding,
                                             points, labels, mask_input, first_boxes)

@@ -1,4 +1,4 @@
-"""PerSAM's location prior (SPEC 3.1-3.4): from a reference mask and encoder features to
+"""PerSAM's location prior (docs/method.md 3.1-3.4): from a reference mask and encoder features to
 a target embedding, a similarity map over a new image, prompt points and attention guidance.
 
 Shapes: features (1, 256, 64, 64); full-size maps (H, W) at the original image size.
@@ -115,7 +115,7 @@ def best_and_worst_points(sim: torch.Tensor) -> tuple[tuple[int, int], tuple[int
 
 
 def attention_guidance(sim: torch.Tensor) -> torch.Tensor:
-    """Target-guided attention term A (SPEC 3.4): (1, 1, 1, 4096).
+    """Target-guided attention term A (docs/method.md 3.4): (1, 1, 1, 4096).
 
     Standardize the full-size map (unbiased std), resize to 64x64, then sigmoid.
     """

@@ -1,4 +1,4 @@
-"""Cascaded post-refinement (SPEC 3.6 steps 2-3), shared by image and video segmentation."""
+"""Cascaded post-refinement (docs/method.md 3.6 steps 2-3), shared by image and video segmentation."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,4 @@
-"""Album search (SPEC section 12): find one or more concepts in a whole photo collection.
+"""Album search (README 'Album search'): find one or more concepts in a whole photo collection.
 
 Every image is read once and encoded once for all concepts, in batches; results are appended
 to ``OUT/results.jsonl`` after each batch, so a run that is stopped (Ctrl-C, a crash, SIGKILL)
@@ -589,7 +589,7 @@ def search(inputs: Sequence[str | os.PathLike], concepts: Sequence[str | os.Path
            batch_size: int = DEFAULT_BATCH, index: str | os.PathLike | None = None,
            ray: bool | str | None = None, ray_actors: int = 1, ray_cpus: float = 1.0,
            ray_gpus: float = 0.0, progress: bool = True) -> SearchSummary:
-    """Search ``inputs`` (files and folders) for each concept and write OUT (SPEC section 12).
+    """Search ``inputs`` (files and folders) for each concept and write OUT (README 'Album search').
 
     Give the model as ``checkpoint`` (and ``model_type``, ``device``) or as a ready ``persam``
     (local runs only). ``ray``: False/None runs here; True starts (or joins) a local Ray;

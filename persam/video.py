@@ -1,4 +1,4 @@
-"""Personalized multi-object video segmentation (SPEC section 6, DAVIS-2017 semi-supervised).
+"""Personalized multi-object video segmentation (docs/method.md 6, DAVIS-2017 semi-supervised).
 
 The first frame and its label map (one id per object, 0 background) are the only supervision.
 Each object gets a target feature from frame 0; every later frame is encoded ONCE and each
@@ -15,13 +15,13 @@ Per object and frame (method "persam"):
    of the object's previous box expanded by ``box_margin`` (10) px and clipped to the image;
    the expanded box is the box prompt. No negative point (as in the paper's video code).
 2. decode, multimask on; keep the LARGEST of the three masks (pixel count at full size).
-3. refine as SPEC 3.6 steps 2-3: same points + that mask's low-res logits, multimask, best
+3. refine as docs/method.md 3.6 steps 2-3: same points + that mask's low-res logits, multimask, best
    score; then the same again plus the box of that mask. Result: full-size logits.
 
 Method "persam-f" fits PerSAM-F's two mask weights per object on frame 0 (decode frame 0 from
 the object's own positive prior, multimask, then :func:`persam.fit.fit_mask_weights`). On later
 frames step 2 uses the weighted sum of the three masks instead of the largest, and the first
-refinement already carries the box of that weighted mask (SPEC 4).
+refinement already carries the box of that weighted mask (docs/method.md 4).
 
 The label map is the argmax over ``[0, logits_1, ..., logits_K]`` (background channel first, so
 a pixel no object claims with a positive logit stays 0; ties go to the lower id). The box each
@@ -93,7 +93,7 @@ def largest_mask_index(logits: torch.Tensor) -> int:
 
 
 def video_target_grid(mask: np.ndarray) -> tuple[torch.Tensor, bool]:
-    """(64, 64) bool target cells of an (H, W) object mask for video (fill 215, SPEC 6).
+    """(64, 64) bool target cells of an (H, W) object mask for video (fill 215, docs/method.md 6).
 
     The 1024 -> 64 bilinear step samples each cell near its centre, so an object that covers
     no cell centre gives no cells (the paper's code then averages an empty set and tracks
@@ -282,7 +282,7 @@ class Tracker:
                 index = largest_mask_index(first.high_res_logits)
                 start_logits = first.high_res_logits[index]
                 start_low = first.low_res_logits[index]
-                box = None  # SPEC 3.6 step 2 has no box
+                box = None  # docs/method.md 3.6 step 2 has no box
             else:  # PerSAM-F: the weighted sum of the three, whose box goes to step 2
                 start_logits, start_low = weighted_masks(first.high_res_logits, first.low_res_logits,
                                                          obj.mask_weights)
@@ -298,7 +298,7 @@ class Tracker:
     def _refine(self, embedding: ImageEmbedding, points: np.ndarray, labels: np.ndarray,
                 mask_input: torch.Tensor, box: np.ndarray | None,
                 fallback: torch.Tensor | None) -> torch.Tensor | None:
-        """SPEC 3.6 steps 2-3 from (256, 256) low-res logits; returns full-size logits, or
+        """docs/method.md 3.6 steps 2-3 from (256, 256) low-res logits; returns full-size logits, or
         ``fallback`` (the last non-empty full-size logits, or None) if step 2's mask is empty."""
         refined = cascaded_refinement(self._decode, self.engine.upsample, embedding, points, labels,
                                       mask_input[None], box)

@@ -1,4 +1,4 @@
-"""Model names -> checksummed, cached checkpoint files (SPEC section 13).
+"""Model names -> checksummed, cached checkpoint files (README 'Models').
 
 ``resolve_checkpoint(name_or_path)`` turns what a user wrote after ``--checkpoint`` into a local
 path: an existing file or folder as is; a model name (``vit_t``, ``vit_b``, ``vit_l``,
@@ -53,7 +53,7 @@ class ModelEntry:
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 
-# The official releases (SPEC 13): the SAM README's links and MobileSAM's weights/ file.
+# The official releases (README 'Models'): the SAM README's links and MobileSAM's weights/ file.
 OFFICIAL_MODELS: dict[str, ModelEntry] = {
     entry.name: entry for entry in (
         ModelEntry("vit_t", "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",

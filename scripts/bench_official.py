@@ -10,9 +10,9 @@ DIR defaults to the repository's ``examples/perseg-mini`` (three PerSeg objects 
 Both sides load the same checkpoint file on the same machine, in the same run; the paper's flow
 runs in a child process of its own (as its users run it, without persam's allocator tuning):
 
-* official: ``tests/official_flow.py``, a re-creation of the paper's ``persam.py`` /
+* official: ``parity/official_flow.py``, a re-creation of the paper's ``persam.py`` /
   ``persam_f.py`` (ZrrSkywalker/Personalize-SAM) on the official SAM / MobileSAM modules
-  (``tests/reference``): cv2 reading, written-out predictor, every image re-encoded each time it
+  (``parity/``): cv2 reading, written-out predictor, every image re-encoded each time it
   is set (the reference twice), PerSAM-F's decoder re-run on every training step;
 * ours: ``persam.PerSAM`` / ``PerSAMF`` (embedding cache, PerSAM-F fitted on logits decoded once),
   driven as ``persam perseg`` drives it (read each file with ``persam_files``, segment, write
@@ -59,12 +59,11 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-# tests/ holds the test-only official reference code (no package __init__ there).
-sys.path.insert(0, str(REPO / "tests"))
+# parity/ holds the official SAM code loaded as a parity reference (not installed).
 sys.path.insert(0, str(REPO))
 
-import official_flow  # noqa: E402
-from reference import (VIT_CONFIGS, build_official_sam, load_official_checkpoint,  # noqa: E402
+from parity import official_flow  # noqa: E402
+from parity import (VIT_CONFIGS, build_official_sam, load_official_checkpoint,  # noqa: E402
                        save_random_checkpoint)
 
 from persam import PerSAM, PerSAMF, build_sam  # noqa: E402

@@ -29,7 +29,6 @@ import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the random-checkpoint writer (test-only reference code)
 sys.path.insert(0, str(REPO))
 
 from persam import PerSAM, build_sam  # noqa: E402
@@ -98,7 +97,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_search_"))
     checkpoint = args.checkpoint
     if args.random:
-        from reference import save_random_checkpoint
+        from parity import save_random_checkpoint
 
         checkpoint = work / f"random_{args.random}.pth"
         save_random_checkpoint(args.random, checkpoint, seed=0)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Make the seeded multi-instance test folder of SPEC 11 from a PerSeg folder.
+"""Make the seeded multi-instance test folder of docs/method.md 11 from a PerSeg folder.
 
     python scripts/make_multi_instance.py --data PERSEG_DIR --out /tmp/perseg-multi --seed 0
     persam eval instances --checkpoint CKPT --data /tmp/perseg-multi

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reference import save_random_checkpoint
+from parity import save_random_checkpoint
 
 PERSEG_MINI = Path(__file__).resolve().parents[1] / "examples" / "perseg-mini"
 # A reduced ViT (vit_b layout, fewer and narrower blocks) keeps end-to-end tests fast.

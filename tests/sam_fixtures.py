@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 import sam_core
-from reference import build_official_sam, load_official_checkpoint, save_random_checkpoint
+from parity import build_official_sam, load_official_checkpoint, save_random_checkpoint
 
 # Reduced ViTs: the same code paths as vit_b/l/h (windowed + global blocks, decomposed
 # relative positions, window padding 64 -> 70 with window 14, neck) at ~0.5 s per pass.

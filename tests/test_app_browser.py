@@ -1,4 +1,4 @@
-"""``persam app`` in a real browser (SPEC 14): Chromium (Debian's package) driven by Playwright.
+"""``persam app`` in a real browser (README 'Web page'): Chromium (Debian's package) driven by Playwright.
 
 The app runs as ``python -m persam app`` on a free localhost port with the random vit_t
 checkpoint. One browser context uploads a reference, clicks on the object, learns with PerSAM,

@@ -1,4 +1,4 @@
-"""Presence and instance metrics (SPEC 11) against values worked out by hand."""
+"""Presence and instance metrics (docs/method.md 11) against values worked out by hand."""
 from __future__ import annotations
 
 import numpy as np

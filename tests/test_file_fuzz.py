@@ -1,4 +1,4 @@
-"""Readers never leak another exception (SPEC 9, 15): mutated files of every kind persam reads.
+"""Readers never leak another exception (README, 15): mutated files of every kind persam reads.
 
 Each case takes a valid file generated here (PNG, JPEG, TIFF, WebP, BMP, 16-bit PNG, palette
 masks, concept files, a checkpoint in the official layout), mutates its bytes (bit flips,

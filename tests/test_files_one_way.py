@@ -1,4 +1,4 @@
-"""One reader and one writer for the whole project (SPEC 15): every package's public file
+"""One reader and one writer for the whole project (persam_files (one reader/writer)): every package's public file
 names are the persam_files objects themselves, so all parts see the same pixels."""
 from __future__ import annotations
 

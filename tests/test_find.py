@@ -1,4 +1,4 @@
-"""``find`` (SPEC 11): candidates, batched decoding, scoring, suppression, presence.
+"""``find`` (docs/method.md 11): candidates, batched decoding, scoring, suppression, presence.
 
 The logic tests use a stub engine whose features are a function of colour (red squares are the
 object, see find_stub.py); the decoder tests use the real decoder of a seeded random vit_t.

@@ -12,11 +12,11 @@ Semantic differences, stated and checked here:
   (1e-6 by default), the official SAM (and persam) 1e-5. The main parity model sets 1e-5; a
   default-config model agrees to 1e-3.
 * ``attention_similarity`` (transformers) is added to the attention logits before the softmax:
-  softmax(QK^T/sqrt(d) + A). PerSAM (SPEC 3.4, sam_core's ``attn_sim``) adds it after:
+  softmax(QK^T/sqrt(d) + A). PerSAM (docs/method.md 3.4, sam_core's ``attn_sim``) adds it after:
   softmax(softmax(QK^T/sqrt(d)) + A). Same place (token-to-image attention of both blocks).
 * ``target_embedding``: both add T to the token PE (P + T) and to the queries before each
   block; PerSAM's final token-to-image attention adds T once more (query = queries + (P + T) + T,
-  SPEC 3.5), transformers' does not.
+  docs/method.md 3.5), transformers' does not.
 With those two differences written into transformers' model (an attention function registered
 through ``transformers.AttentionInterface``, and a pre-hook adding T to the final attention's
 query), its outputs agree with sam_core's hooks to the same tolerance; without them they do not.
@@ -166,7 +166,7 @@ def test_default_decoder_eps_is_the_only_gap(tmp_path):
 
 
 def persam_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-    """SPEC 3.4 in transformers' attention interface: the similarity is added after the softmax."""
+    """docs/method.md 3.4 in transformers' attention interface: the similarity is added after the softmax."""
     weights = torch.softmax(query @ key.transpose(2, 3) * scaling, dim=-1)
     if attention_mask is not None:
         weights = torch.softmax(weights + attention_mask, dim=-1)
@@ -177,7 +177,7 @@ AttentionInterface.register("persam_spec_3_4", persam_attention)
 
 
 def add_target_to_final_query(target):
-    """SPEC 3.5's extra T in the final token-to-image attention's query."""
+    """docs/method.md 3.5's extra T in the final token-to-image attention's query."""
     def hook(module, args, kwargs):
         return args, {**kwargs, "query": kwargs["query"] + target}
     return hook

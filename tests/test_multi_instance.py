@@ -1,4 +1,4 @@
-"""The seeded multi-instance generator (SPEC 11) on a generated PerSeg folder."""
+"""The seeded multi-instance generator (docs/method.md 11) on a generated PerSeg folder."""
 from __future__ import annotations
 
 import json

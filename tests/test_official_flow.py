@@ -39,7 +39,7 @@ import pytest
 import torch
 from PIL import Image
 
-from official_flow import (
+from parity.official_flow import (
     FlowResult,
     OfficialPredictor,
     PersamFTraining,
@@ -51,7 +51,7 @@ from official_flow import (
 )
 from persam import Concept, PerSAM, PerSAMF, Segmentation, build_sam
 from persam.fit import fit_mask_weights
-from reference import build_official_sam, load_official_checkpoint
+from parity import build_official_sam, load_official_checkpoint
 
 OBJECT = "cat"
 #: Training steps for the PerSAM-F comparisons, identical on both sides (the paper: 1000).

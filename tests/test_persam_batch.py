@@ -1,4 +1,4 @@
-"""Several prompt sets / concepts at once (SPEC 5): the engine's batched decode equals decoding
+"""Several prompt sets / concepts at once (docs/method.md 5): the engine's batched decode equals decoding
 one set at a time, ``segment_many`` equals per-concept ``segment`` plus overlap resolution, and
 overlap resolution leaves every result self-consistent."""
 from __future__ import annotations
@@ -18,7 +18,7 @@ LOGIT_TOLERANCE = 1e-4  # full-size logits: the batched low-res maps, bilinearly
 
 @pytest.fixture(scope="module")
 def sam(tmp_path_factory):
-    from reference import save_random_checkpoint
+    from parity import save_random_checkpoint
 
     path = tmp_path_factory.mktemp("ckpt") / "tiny_vit_b.pth"
     save_random_checkpoint("vit_b", path, seed=3, embed_dim=32, depth=1, num_heads=1,

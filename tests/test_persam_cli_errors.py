@@ -1,4 +1,4 @@
-"""SPEC 9: bad input gets a one-line error naming the file and the problem, exit status 1, no
+"""README: bad input gets a one-line error naming the file and the problem, exit status 1, no
 traceback, and nothing written is lost or half-written."""
 from __future__ import annotations
 

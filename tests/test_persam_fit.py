@@ -1,4 +1,4 @@
-"""PerSAM-F fitting (SPEC 4): the hand-written loss gradient and the optimizer loop against
+"""PerSAM-F fitting (docs/method.md 4): the hand-written loss gradient and the optimizer loop against
 autograd on the paper's formulation (weights (2, 1), dice + focal on the weighted logits)."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC 3.1-3.4, each step against a direct, written-out computation."""
+"""docs/method.md 3.1-3.4, each step against a direct, written-out computation."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,7 +14,7 @@ from sam_core import ImageEmbedding
 
 
 def direct_grid(mask: np.ndarray, fill: int) -> np.ndarray:
-    """SPEC 3.1 as the paper's code does it: a 3-channel image, resized as RGB."""
+    """docs/method.md 3.1 as the paper's code does it: a 3-channel image, resized as RGB."""
     height, width = mask.shape
     scale = 1024 / max(height, width)
     new_h, new_w = int(height * scale + 0.5), int(width * scale + 0.5)

@@ -1,4 +1,4 @@
-"""SPEC 3.6 and 4: the order and contents of the decoder calls, and the empty-mask fallbacks.
+"""docs/method.md 3.6 and 4: the order and contents of the decoder calls, and the empty-mask fallbacks.
 
 The real engine runs; a recording wrapper around ``decode_batch`` keeps every call's arguments
 and outputs, and can force a call's output to an empty mask.

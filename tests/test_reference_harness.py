@@ -1,4 +1,4 @@
-"""Tests of the test-only parity harness in tests/reference/ (official SAM code + hook oracle).
+"""Tests of the test-only parity harness in parity/ (official SAM code + hook oracle).
 
 The harness is what every parity test trusts, so these tests check that it loads the
 official code cleanly, builds the published configurations, produces random weights that
@@ -18,7 +18,7 @@ from typing import Dict, Tuple
 import pytest
 import torch
 
-from reference import (
+from parity import (
     VIT_CONFIGS,
     build_official_sam,
     load_official,
@@ -28,7 +28,7 @@ from reference import (
     reference_mask_decoder_with_hooks,
     save_random_checkpoint,
 )
-from reference.official import _DropPath, _to_2tuple
+from parity.official import _DropPath, _to_2tuple
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -123,7 +123,7 @@ def test_load_official_runs_no_package_init_and_leaks_no_timm():
                     seen.append(name)
                 return None
 
-        from reference.official import load_official
+        from parity.official import load_official
         sys.meta_path.insert(0, Recorder())
         sentinel = types.ModuleType("timm")
         sys.modules["timm"] = sentinel  # pretend a real timm was imported before
@@ -143,7 +143,7 @@ def test_load_official_runs_no_package_init_and_leaks_no_timm():
         print("OK")
         """
     )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS_DIR)] + sys.path))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS_DIR.parent)] + sys.path))
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          env=env, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "OK", res.stderr[-3000:]
@@ -334,10 +334,10 @@ def test_reference_decoder_equals_official_with_hooks_off(models, features, name
 
 
 class _PerSamTargetTransformer(torch.nn.Module):
-    """Target-semantic prompting (SPEC 3.5) composed from the OFFICIAL block forwards.
+    """Target-semantic prompting (docs/method.md 3.5) composed from the OFFICIAL block forwards.
 
     A second formulation of the T-hook: official TwoWayAttentionBlock.forward and
-    Attention.forward do the work; only the inputs follow SPEC 3.5. Swapped into the
+    Attention.forward do the work; only the inputs follow docs/method.md 3.5. Swapped into the
     official MaskDecoder for the duration of one call.
     """
 
@@ -383,7 +383,7 @@ def test_target_embedding_hook_matches_official_blocks(models, features, name):
 
 
 class _SimAttention(torch.nn.Module):
-    """Wraps one official Attention so that it applies softmax(softmax(.) + A) (SPEC 3.4)."""
+    """Wraps one official Attention so that it applies softmax(softmax(.) + A) (docs/method.md 3.4)."""
 
     def __init__(self, inner: torch.nn.Module, attn_sim: torch.Tensor) -> None:
         super().__init__()
@@ -391,7 +391,7 @@ class _SimAttention(torch.nn.Module):
         self.attn_sim = attn_sim
 
     def forward(self, q, k, v):
-        from reference.hooks import _attention
+        from parity.hooks import _attention
 
         return _attention(self.inner, q, k, v, attn_sim=self.attn_sim)
 
@@ -400,7 +400,7 @@ class _SimAttention(torch.nn.Module):
 def test_hooks_match_official_decoder_with_swapped_cross_attention(models, features,
                                                                    with_target):
     """Placement check: A only in the token-to-image attention of both blocks (not the final
-    one), T as in SPEC 3.5; everything else runs through the official forwards."""
+    one), T as in docs/method.md 3.5; everything else runs through the official forwards."""
     name = "vit_b_small"
     m = models[name]
     sparse, dense = _prompts(m, "two_points")
@@ -462,7 +462,7 @@ def test_attn_sim_hook_behaviour(models, features):
 
 def test_written_out_attention_with_attn_sim_matches_formula(models):
     """The re-weighting on one official Attention, checked per head with plain loops."""
-    from reference.hooks import _attention
+    from parity.hooks import _attention
 
     attn = models["vit_t"].mask_decoder.transformer.layers[0].cross_attn_token_to_image
     g = torch.Generator().manual_seed(9)

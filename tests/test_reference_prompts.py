@@ -1,4 +1,4 @@
-"""References from clicks (SPEC 14): ``PerSAM.reference_mask`` and ``--ref-point`` / ``--ref-box``.
+"""References from clicks (README 'Web page'): ``PerSAM.reference_mask`` and ``--ref-point`` / ``--ref-box``.
 
 A stand-in engine "segments" the coloured rectangle under the first object point, so the tests
 can check which object a click gives, that SAM's highest-scoring mask is the one kept, and the

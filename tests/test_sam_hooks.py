@@ -1,4 +1,4 @@
-"""PerSAM's decoder hooks in sam_core (SPEC 2: explicit, optional arguments of the two-way
+"""PerSAM's decoder hooks in sam_core (docs/method.md 2: explicit, optional arguments of the two-way
 transformer; with both None the decoder is SAM's bit for bit).
 
 * hooks off: our prompt encoder and mask decoder give exactly (torch.equal) the official
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from reference import reference_mask_decoder_with_hooks
+from parity import reference_mask_decoder_with_hooks
 from sam_fixtures import (make_hooks, max_abs, official_apply_boxes, official_apply_coords,
                           official_features, official_model, our_embedding, our_engine)
 

@@ -1,4 +1,4 @@
-"""sam_core checkpoint loading (SPEC 2 and 9): the official layouts load strictly, "auto"
+"""sam_core checkpoint loading (docs/method.md 2 and 9): the official layouts load strictly, "auto"
 reads the type from tensor shapes, and every kind of bad checkpoint is refused with a
 one-line ``CheckpointError`` (a ValueError) naming the file and the problem.
 """
@@ -14,7 +14,7 @@ import torch
 
 import sam_core
 from sam_core import MODEL_CONFIGS, CheckpointError, build_sam, build_sam_model, infer_config
-from reference import build_official_sam
+from parity import build_official_sam
 from sam_fixtures import checkpoint, vit_config
 
 # The small reduced ViT is the cheapest real checkpoint in the official layout (~10 MB).

@@ -1,4 +1,4 @@
-"""sam_core pre/post-processing and image reading against direct computations (SPEC 2, 9).
+"""sam_core pre/post-processing and image reading against direct computations (docs/method.md 2, 9).
 
 Expected values are computed here from the definitions (SAM's ``ResizeLongestSide`` written
 out, PIL bilinear, ``F.interpolate``), never taken from the code under test.

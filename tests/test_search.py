@@ -1,4 +1,4 @@
-"""persam search (SPEC section 12) on a generated album: nested folders, corrupt files, a
+"""persam search (README 'Album search') on a generated album: nested folders, corrupt files, a
 non-image file, two concepts, a tiny random ViT checkpoint.
 
 One uninterrupted run (with --index) is the baseline every other run is compared with, row for
@@ -27,7 +27,7 @@ from persam import PerSAM, build_sam
 from persam.cli import main as cli
 from persam.search import (ERRORS_FILE, HTML_FILE, RESULTS_FILE, SUMMARY_FILE, EmbeddingIndex,
                            SearchError, image_content_key, read_jsonl, search, to_storage_precision)
-from reference import save_random_checkpoint
+from parity import save_random_checkpoint
 
 # The smallest encoder of the parity fixtures: the album's cost is the 1024x1024 encoder pass.
 TINY_VIT = dict(embed_dim=64, depth=2, num_heads=4, global_attn_indexes=(1,))

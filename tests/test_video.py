@@ -1,4 +1,4 @@
-"""Video tracking (SPEC 6): the Tracker, ``persam track``, ``persam davis`` and its resume.
+"""Video tracking (docs/method.md 6): the Tracker, ``persam track``, ``persam davis`` and its resume.
 
 Two kinds of engines:
 
@@ -327,7 +327,7 @@ def test_tracker_input_errors():
 # ----------------------------------------------------------------------------- real SAM, CLI
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    from reference import save_random_checkpoint
+    from parity import save_random_checkpoint
 
     path = tmp_path_factory.mktemp("ckpt") / "tiny_vit_b.pth"
     save_random_checkpoint("vit_b", path, seed=0, embed_dim=32, depth=1, num_heads=1,
@@ -477,6 +477,7 @@ def write_davis(root: Path, sequences: dict[str, tuple[int, ...]], frames: int =
 KILLED_RUN = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
+sys.path.insert(0, {repo!r})
 import test_video
 import persam.commands.davis as davis_cmd
 from persam.cli import main
@@ -505,7 +506,7 @@ def test_davis_resume_after_kill(tmp_path, monkeypatch, capsys):
     argv = ["davis", "--data", str(data), "--set", "val", "--checkpoint", "unused.pth",
             "--out", str(out), "--no-progress"]
     # alpha has 2 steps (frames 1, 2); die inside beta's second step (beta frames 0, 1 written).
-    script = KILLED_RUN.format(tests=str(TESTS_DIR), kill_at=4, argv=argv)
+    script = KILLED_RUN.format(tests=str(TESTS_DIR), repo=str(TESTS_DIR.parent), kill_at=4, argv=argv)
     killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert (out / "alpha" / ".done").is_file()

@@ -1,4 +1,4 @@
-"""Model names -> checksummed downloads (SPEC 13), against a real HTTP server on 127.0.0.1.
+"""Model names -> checksummed downloads (README 'Models'), against a real HTTP server on 127.0.0.1.
 
 The server (a ``http.server`` in a thread, random port) serves a seeded random checkpoint and
 logs every request; it can honour or ignore ``Range`` and can be told to close the connection

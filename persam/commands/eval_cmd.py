@@ -134,7 +134,7 @@ def run_davis(args: argparse.Namespace) -> int:
     return 0
 
 
-# name, help, description, --data help, runner: the 'find' protocols (SPEC 11)
+# name, help, description, --data help, runner: the 'find' protocols (docs/method.md 11)
 FIND_PROTOCOLS = (
     ("presence", "AUROC of 'persam find' deciding presence on PerSeg (other objects are the negatives)",
      "For each object: a concept from its reference; positives are its test images, negatives the "

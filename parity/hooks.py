@@ -1,7 +1,7 @@
 """Written-out reference for SAM's mask decoder with PerSAM's two decoder hooks.
 
-This is the independent oracle for our own decoder's hook arguments (SPEC 3.4 target-guided
-attention, SPEC 3.5 target-semantic prompting). It re-computes the official
+This is the independent oracle for our own decoder's hook arguments (docs/method.md 3.4 target-guided
+attention, docs/method.md 3.5 target-semantic prompting). It re-computes the official
 ``MaskDecoder.forward`` step by step from the official modules' *weights*: every attention is
 written out as softmax(Q K^T / sqrt(d)) from the official ``q_proj / k_proj / v_proj /
 out_proj`` Linear layers, with our own loop over ``transformer.layers``. Only leaf modules
@@ -12,7 +12,7 @@ those forwards cannot hide here.
 With ``attn_sim=None`` and ``target_embedding=None`` the result equals the official
 ``mask_decoder(...)`` output (tests/test_reference_harness.py checks 1e-5).
 
-Hooks, to the letter of SPEC 3.4 / 3.5 (which matches the PerSAM authors' code, where an
+Hooks, to the letter of docs/method.md 3.4 / 3.5 (which matches the PerSAM authors' code, where an
 in-place ``queries += target_embedding`` on the aliased token tensor makes the token PE P + T):
 
 * P = output tokens (iou + mask tokens) ++ sparse prompt tokens; T = target embedding.
@@ -44,7 +44,7 @@ def _attention(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
             ``num_heads``; the projections may downsample the channel count).
         q, k, v: (B, Nq, C), (B, Nk, C), (B, Nk, C).
         attn_sim: optional additive term A, broadcastable to (B, heads, Nq, Nk), applied as
-            softmax(softmax(logits) + A) (SPEC 3.4).
+            softmax(softmax(logits) + A) (docs/method.md 3.4).
     """
     heads = attn.num_heads
     qp = attn.q_proj(q)
@@ -124,8 +124,8 @@ def reference_mask_decoder_with_hooks(
         dense: (B, 256, 64, 64) dense prompt embeddings.
         multimask_output: True -> masks 1..3, False -> mask 0 (as the official decoder).
         attn_sim: None, or A of shape (1, 1, 1, 4096): sigmoid of the standardized similarity
-            map resized to 64x64, flattened (SPEC 3.4).
-        target_embedding: None, or T of shape (1, 1, 256): the raw target embedding (SPEC 3.5).
+            map resized to 64x64, flattened (docs/method.md 3.4).
+        target_embedding: None, or T of shape (1, 1, 256): the raw target embedding (docs/method.md 3.5).
 
     Returns:
         (low_res_masks (B, 1 or 3, 256, 256), iou_pred (B, 1 or 3)).
@@ -145,7 +145,7 @@ def reference_mask_decoder_with_hooks(
     keys = src.flatten(2).permute(0, 2, 1)  # (B, HW, C)
     key_pe = pos_src.flatten(2).permute(0, 2, 1)
 
-    # Token PE used by every attention: P + T (SPEC 3.5). A new tensor; `tokens` stays P.
+    # Token PE used by every attention: P + T (docs/method.md 3.5). A new tensor; `tokens` stays P.
     token_pe = tokens if target_embedding is None else tokens + target_embedding
     queries = tokens
 

@@ -16,7 +16,7 @@ Nothing in this module is shipped with the library; only tests import it.
 
 Typical use from a test::
 
-    from reference.official import build_official_sam, save_random_checkpoint, load_official_checkpoint
+    from parity.official import build_official_sam, save_random_checkpoint, load_official_checkpoint
 
     sd = save_random_checkpoint("vit_t", tmp_path / "mobile_sam.pt", seed=0)
     ref = load_official_checkpoint(build_official_sam("vit_t"), tmp_path / "mobile_sam.pt")

@@ -3,7 +3,7 @@
 Test-only. This module re-creates, step by step, what the public PerSAM code
 (``persam.py``, ``persam_f.py`` and ``per_segment_anything/predictor.py`` of
 ZrrSkywalker/Personalize-SAM) does to one object, on top of the official model classes loaded by
-``tests/reference`` -- never on top of ``sam_core`` or ``persam``. It is the yardstick that
+``parity/`` -- never on top of ``sam_core`` or ``persam``. It is the yardstick that
 ``tests/test_official_flow.py`` and ``scripts/bench_official.py`` hold our library against.
 
 What is reproduced, and why each detail matters for bit-level parity:
@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from reference import reference_mask_decoder_with_hooks
+from parity import reference_mask_decoder_with_hooks
 
 __all__ = [
     "PaperFlowError",
@@ -221,7 +221,7 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 class OfficialPredictor:
     """The paper's ``SamPredictor`` (set_image with an optional mask, predict with hooks) over an
-    official ``Sam`` from ``tests/reference``.
+    official ``Sam`` from ``parity/``.
 
     Args:
         sam: an official ``Sam`` (segment_anything or mobile_sam), in eval mode, weights loaded.
