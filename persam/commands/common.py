@@ -9,7 +9,7 @@ from sam_core import DEFAULT_MODEL, MODEL_TYPES, build_sam
 
 from ..concept import METHODS
 from ..timing import StageTimer
-from .support import DefaultInt, DefaultStr, given
+from .support import DefaultInt, DefaultStr, given, positive_int
 
 __all__ = ["StageTimer", "add_model_args", "check_fit_steps", "load_sam", "make_persam"]
 
@@ -21,16 +21,6 @@ def device_name(text: str) -> str:
     value = text.strip().lower()
     if not DEVICE_PATTERN.fullmatch(value):
         raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda, cuda:N (N = GPU number) or mps")
-    return value
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 

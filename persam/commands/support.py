@@ -30,11 +30,12 @@ FAILURES_FILE = "failures.txt"
 # -- options every command has ---------------------------------------------------------------
 
 
-def _thread_count(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type for counts (threads, steps, instances, batch sizes): a whole number >= 1."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of threads, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -48,7 +49,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--no-progress", action="store_true",
                             help="no progress bar (bars are only drawn when stderr is a terminal)")
     if "--threads" not in options:
-        parser.add_argument("--threads", type=_thread_count, default=None, metavar="N",
+        parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
                             help="CPU threads torch may use (default: torch uses every core)")
     parser.set_defaults(command_label=parser.prog)
 
