@@ -51,9 +51,12 @@ def test_track_rejects_bad_fit_steps(tmp_path, capsys):
     frames.mkdir()
     Image.fromarray(draw_scene(0)[0]).save(frames / "00000.png")
     save_palette_png(tmp_path / "first.png", draw_scene(0)[1])
-    status = main(["track", "--checkpoint", "unused.pth", "--frames", str(frames), "--fit-steps", "0",
-                   "--first-mask", str(tmp_path / "first.png"), "--out", str(tmp_path / "out")])
-    assert status == 1 and "--fit-steps must be at least 1" in capsys.readouterr().err
+    # An argument error, as for every command: one line, exit status 2, before any work.
+    with pytest.raises(SystemExit) as stop:
+        main(["track", "--checkpoint", "unused.pth", "--frames", str(frames), "--fit-steps", "0",
+              "--first-mask", str(tmp_path / "first.png"), "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2 and "--fit-steps: must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_davis_uses_fit_steps_and_resumes_only_with_the_same_steps(tmp_path, monkeypatch, fit_steps_seen,
