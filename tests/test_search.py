@@ -94,9 +94,13 @@ def concepts(persam, tmp_path_factory):
     return paths
 
 
+# Random weights score far below find's default threshold: a low one gives the album hits to write.
+THRESHOLD = 0.05
+
+
 def search_args(album, concepts, out, *extra):
     return ["search", str(album), "--concept", str(concepts["red"]), "--concept", str(concepts["blue"]),
-            "--out", str(out), "--batch", str(BATCH), "--no-progress", *extra]
+            "--out", str(out), "--batch", str(BATCH), "--threshold", str(THRESHOLD), "--no-progress", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +231,7 @@ def test_torn_last_line_is_dropped_and_redone(baseline, album, concepts, persam,
     calls = _count_encoder_calls(persam)
     try:
         summary = search([album], {"red": _load(concepts["red"]), "blue": _load(concepts["blue"])}, out,
-                         persam=persam, batch_size=BATCH, progress=False)
+                         persam=persam, batch_size=BATCH, threshold=THRESHOLD, progress=False)
     finally:
         del persam.engine.encode_batch
     assert (summary.skipped, summary.encoded) == (26, 1) and len(calls) == 1
@@ -257,7 +261,7 @@ def test_new_concept_with_index_does_not_encode(baseline, album, concepts, persa
     calls = _count_encoder_calls(persam)
     try:
         summary = search([album], [concepts["green"], concepts["red"]], tmp_path / "out", persam=persam,
-                         index=index, batch_size=BATCH, progress=False)
+                         index=index, batch_size=BATCH, threshold=THRESHOLD, progress=False)
     finally:
         del persam.engine.encode_batch
     assert calls == [] and summary.encoded == 0 and summary.index_hits == 24
@@ -316,7 +320,8 @@ def test_ray_gives_the_same_rows(baseline, album, concepts, checkpoint, tmp_path
              object_store_memory=100 * 1024 * 1024)
     try:
         summary = search([album], [concepts["red"], concepts["blue"]], tmp_path / "out", checkpoint=checkpoint,
-                         ray=True, ray_actors=2, ray_cpus=1, batch_size=BATCH, progress=False)
+                         ray=True, ray_actors=2, ray_cpus=1, batch_size=BATCH, threshold=THRESHOLD,
+                         progress=False)
     finally:
         ray.shutdown()
     base, _ = baseline
