@@ -1,4 +1,4 @@
-"""A tiny generated PerSeg-layout folder for the find / presence / instance tests (no ../shared)."""
+"""A tiny generated PerSeg-layout folder for the find / presence / instance tests (generated here; needs no data outside the repository)."""
 from __future__ import annotations
 
 from pathlib import Path
