@@ -2,7 +2,32 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def gelu_fresh(x: torch.Tensor) -> torch.Tensor:
+    """Exact GELU of a tensor nobody else holds (a layer's fresh output), in place when no
+    gradient is recorded: no new full-size buffer and one pass over memory. A channels-last
+    4-D tensor is walked in storage order (as its contiguous NHWC view), which takes
+    PyTorch's vectorized path; the strided 4-D walk is ~1.5x slower. Values are those of
+    ``F.gelu``."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return F.gelu(x)
+    if x.is_contiguous():
+        torch.ops.aten.gelu_(x)
+        return x
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        torch.ops.aten.gelu_(x.permute(0, 2, 3, 1))
+        return x
+    return F.gelu(x)
+
+
+def activate_fresh(activation: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``activation(x)`` for a fresh ``x``, in place where that is the exact GELU."""
+    if type(activation) is nn.GELU and activation.approximate == "none":
+        return gelu_fresh(x)
+    return activation(x)
 
 
 class LayerNorm2d(nn.Module):
@@ -31,4 +56,4 @@ class MLPBlock(nn.Module):
         self.act = act()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin2(self.act(self.lin1(x)))
+        return self.lin2(activate_fresh(self.act, self.lin1(x)))

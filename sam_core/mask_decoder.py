@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d
+from .common import LayerNorm2d, activate_fresh
 from .transformer import TwoWayTransformer
 
 
@@ -62,16 +62,17 @@ class MaskDecoder(nn.Module):
                 sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor,
                 multimask_output: bool, attn_sim: torch.Tensor | None = None,
                 target_embedding: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        masks, iou_pred = self.predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings,
-                                             dense_prompt_embeddings, attn_sim, target_embedding)
         selected = slice(1, None) if multimask_output else slice(0, 1)
-        return masks[:, selected], iou_pred[:, selected]
+        return self.predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings,
+                                  dense_prompt_embeddings, attn_sim, target_embedding, selected)
 
     def predict_masks(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
                       sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor,
                       attn_sim: torch.Tensor | None = None,
-                      target_embedding: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """All mask tokens' outputs: (B, 4, 256, 256) logits and (B, 4) scores."""
+                      target_embedding: torch.Tensor | None = None,
+                      mask_tokens: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
+        """The selected mask tokens' outputs (all four by default): (B, K, 256, 256) logits
+        and (B, K) scores. Only the selected masks are computed."""
         batch = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse_prompt_embeddings], dim=1)
@@ -79,17 +80,45 @@ class MaskDecoder(nn.Module):
         # sets. When the dense prompt is shared too (batch 1), the image stays batch 1 until the
         # first block's image-to-token attention, so its projections are computed once.
         src = image_embeddings + dense_prompt_embeddings
-        pos_src = image_pe.expand(src.shape[0], -1, -1, -1)
-        _, chans, height, width = src.shape
+        _, _, height, width = src.shape
 
-        hs, src = self.transformer(src, pos_src, tokens, attn_sim=attn_sim, target_embedding=target_embedding)
-        iou_token_out = hs[:, 0, :]
-        mask_tokens_out = hs[:, 1: 1 + self.num_mask_tokens, :]
+        hs, src = self.transformer(src, image_pe, tokens, attn_sim=attn_sim, target_embedding=target_embedding)
+        iou_pred = self.iou_prediction_head(hs[:, 0, :])[:, mask_tokens]
+        token_ids = range(self.num_mask_tokens)[mask_tokens]
+        hyper_in = torch.stack([self.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in token_ids], dim=1)
+        upscaled = self.upscale(src)  # (B, h*w*16, C/8), pixels in 4x4 blocks per embedding cell
+        masks = torch.bmm(hyper_in, upscaled.transpose(1, 2))  # (B, K, h*w*16)
+        return blocks_to_maps(masks, height, width), iou_pred
 
-        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(batch, chans, height, width))
-        hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
-        )
-        _, up_chans, up_h, up_w = upscaled.shape
-        masks = (hyper_in @ upscaled.view(batch, up_chans, up_h * up_w)).view(batch, -1, up_h, up_w)
-        return masks, self.iou_prediction_head(iou_token_out)
+    def upscale(self, src: torch.Tensor) -> torch.Tensor:
+        """``output_upscaling`` on the transformer's image tokens (B, h*w, C) -> (B, h*w*16, C/8).
+
+        A 2x2 transposed convolution with stride 2 maps each input pixel to its own 2x2 output
+        block, so it is one matrix product per pixel; run on the token rows as they are, with
+        the 2x2 (then 4x4) blocks kept as rows, there are no layout copies and the LayerNorm
+        is over the last axis. ``predict_masks`` puts the blocks in place at the end, on the
+        few mask maps only.
+        """
+        conv1, norm, act1, conv2, act2 = self.output_upscaling
+        batch, cells, chans = src.shape
+        x = _transposed_conv_2x2(src.reshape(batch * cells, chans), conv1)
+        x = activate_fresh(act1, F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps))
+        x = activate_fresh(act2, _transposed_conv_2x2(x, conv2))
+        return x.view(batch, cells * 16, -1)
+
+
+def blocks_to_maps(values: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, K, h*w*16) values in ``MaskDecoder.upscale``'s block order -> (B, K, 4h, 4w) maps:
+    entry (i, j, a1, b1, a2, b2) is pixel (4i + 2a1 + a2, 4j + 2b1 + b2)."""
+    batch, count = values.shape[:2]
+    blocks = values.view(batch, count, height, width, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
+    return blocks.reshape(batch, count, 4 * height, 4 * width)
+
+
+def _transposed_conv_2x2(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
+    """A kernel-2, stride-2 ConvTranspose2d on pixel rows: (N, C_in) -> (4N, C_out), the
+    output rows of pixel n being its 2x2 block in row-major order."""
+    weight = conv.weight  # (C_in, C_out, 2, 2)
+    out_chans = weight.shape[1]
+    blocks = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], 4 * out_chans)
+    return torch.addmm(conv.bias.repeat(4), x, blocks).view(-1, out_chans)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d
+from .common import LayerNorm2d, gelu_fresh
 
 
 class Conv2d_BN(nn.Sequential):  # noqa: N801 - the released checkpoints use this name
@@ -52,7 +52,8 @@ class PatchEmbed(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.seq(x)
+        conv1, _, conv2 = self.seq  # seq[1] is the GELU, applied in place (common.gelu_fresh)
+        return conv2(gelu_fresh(conv1(x)))
 
 
 class MBConv(nn.Module):
@@ -69,10 +70,11 @@ class MBConv(nn.Module):
         self.act3 = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.act1(self.conv1(x))
-        y = self.act2(self.conv2(y))
+        # act1-3 are GELUs, applied in place on fresh outputs (common.gelu_fresh)
+        y = gelu_fresh(self.conv1(x))
+        y = gelu_fresh(self.conv2(y))
         y = self.conv3(y)
-        return self.act3(y + x)
+        return gelu_fresh(y + x)
 
 
 class PatchMerging(nn.Module):
@@ -94,8 +96,8 @@ class PatchMerging(nn.Module):
         if x.ndim == 3:  # (B, H*W, C) -> a channels-last (B, C, H, W) view, no copy
             height, width = self.input_resolution
             x = x.view(x.shape[0], height, width, -1).permute(0, 3, 1, 2)
-        x = self.act(self.conv1(x))
-        x = self.act(self.conv2(x))
+        x = gelu_fresh(self.conv1(x))  # self.act, in place (common.gelu_fresh)
+        x = gelu_fresh(self.conv2(x))
         x = self.conv3(x)
         return x.flatten(2).transpose(1, 2)
 
@@ -126,7 +128,7 @@ class Mlp(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(self.norm(x))))
+        return self.fc2(gelu_fresh(self.fc1(self.norm(x))))  # self.act, in place
 
 
 class Attention(nn.Module):
@@ -171,13 +173,24 @@ class Attention(nn.Module):
         return self._bias_cache
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, tokens, _ = x.shape
-        x = self.norm(x)
+        return self.proj(self.attend(self.qkv_of(x)))
+
+    def qkv_of(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., C) tokens -> (..., 3C) their q, k, v."""
+        return self.qkv(self.norm(x))
+
+    def qkv_of_zeros(self) -> torch.Tensor:
+        """(3C,) the q, k, v of a zero token (the padding of a partial window)."""
+        return self.qkv_of(self.qkv.weight.new_zeros(self.qkv.in_features))
+
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3C) q, k, v of B windows -> (B, N, C) attention output, before ``proj``."""
+        batch, tokens, _ = qkv.shape
         # The released layout interleaves q, k, v per head: (B, N, heads, 3 * key_dim).
-        q, k, v = self.qkv(x).view(batch, tokens, self.num_heads, -1).split(self.key_dim, dim=3)
+        q, k, v = qkv.view(batch, tokens, self.num_heads, -1).split(self.key_dim, dim=3)
         q, k, v = (t.permute(0, 2, 1, 3) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=self._bias())
-        return self.proj(out.transpose(1, 2).reshape(batch, tokens, -1))
+        return out.transpose(1, 2).reshape(batch, tokens, -1)
 
 
 class TinyViTBlock(nn.Module):
@@ -200,18 +213,23 @@ class TinyViTBlock(nn.Module):
         if height == window and width == window:
             x = self.attn(x)
         else:
-            x = x.view(batch, height, width, chans)
+            # Zero padding to whole windows, as released; but the padded tokens' q, k, v are
+            # all the same vector (that of a zero token), so only the real tokens go through
+            # the norm and the qkv projection, and only they through the output projection.
+            qkv = self.attn.qkv_of(x).view(batch, height, width, -1)
             pad_b = (window - height % window) % window
             pad_r = (window - width % window) % window
             if pad_b or pad_r:
-                x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+                padded = self.attn.qkv_of_zeros().expand(batch, height + pad_b, width + pad_r, -1).clone()
+                padded[:, :height, :width] = qkv
+                qkv = padded
             padded_h, padded_w = height + pad_b, width + pad_r
             rows, cols = padded_h // window, padded_w // window
-            x = x.view(batch, rows, window, cols, window, chans).transpose(2, 3)
-            x = self.attn(x.reshape(batch * rows * cols, window * window, chans))
+            qkv = qkv.view(batch, rows, window, cols, window, -1).transpose(2, 3)
+            x = self.attn.attend(qkv.reshape(batch * rows * cols, window * window, -1))
             x = x.view(batch, rows, cols, window, window, chans).transpose(2, 3)
             x = x.reshape(batch, padded_h, padded_w, chans)[:, :height, :width]
-            x = x.reshape(batch, tokens, chans)
+            x = self.attn.proj(x.reshape(batch, tokens, chans))
         x = shortcut + x
         # (B, H*W, C) is channels-last (B, C, H, W) memory: convolve on a view and come back
         # without copying (the convolution keeps the channels-last layout).

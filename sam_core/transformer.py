@@ -52,6 +52,70 @@ class Attention(nn.Module):
         out = (attn @ v).transpose(1, 2)
         return self.out_proj(out.reshape(out.shape[0], out.shape[1], -1))
 
+    # The two cross-attentions between a few prompt tokens (Nq ~ 8) and the 4096 image tokens
+    # spend nearly all their time projecting the image side (4096 x C x C/2 per projection).
+    # Products are associative, so the image-side projection matrices are folded into the
+    # small token side instead: (X Wk^T) q^T = X (Wk^T q^T). The image side then costs one
+    # (4096 x C) x (C x heads*Nq) product per step, with heads*Nq (64-72) < C/2 (128). Same
+    # result as ``forward`` up to float rounding (docs/method.md 2).
+
+    def tokens_to_image(self, tokens: Tensor, image_k: Tensor, image_v: Tensor,
+                        attn_sim: Tensor | None = None) -> Tensor:
+        """``forward(tokens, image_k, image_v, attn_sim)`` for a few token queries:
+        tokens (B, Nq, C), image_k and image_v (1 or B, Nk, C) -> (B, Nq, C)."""
+        batch, num_tokens, chans = tokens.shape
+        heads, head_dim = self.num_heads, self.internal_dim // self.num_heads
+        q = self.q_proj(tokens).view(batch, num_tokens, heads, head_dim)
+        # logits_h = q_h (X Wk_h^T + bk_h)^T = (q_h Wk_h) X^T + q_h . bk_h
+        q_wk = torch.einsum("bnhd,hdc->bhnc", q, self.k_proj.weight.view(heads, head_dim, chans))
+        q_bk = torch.einsum("bnhd,hd->bhn", q, self.k_proj.bias.view(heads, head_dim))
+        logits = _tokens_times_image(q_wk.reshape(batch, heads * num_tokens, chans), image_k.transpose(1, 2))
+        logits = logits.view(batch, heads, num_tokens, -1).add_(q_bk[..., None]).mul_(1.0 / math.sqrt(head_dim))
+        attn = torch.softmax(logits, dim=-1)
+        if attn_sim is not None:
+            attn = torch.softmax(attn + attn_sim, dim=-1)
+        # attn_h (X Wv_h^T + bv_h) = (attn_h X) Wv_h^T + bv_h, since each row of attn sums to 1
+        attn_x = _tokens_times_image(attn.reshape(batch, heads * num_tokens, -1), image_v)
+        out = torch.einsum("bhnc,hdc->bnhd", attn_x.view(batch, heads, num_tokens, chans),
+                           self.v_proj.weight.view(heads, head_dim, chans))
+        out = out + self.v_proj.bias.view(heads, head_dim)
+        return self.out_proj(out.reshape(batch, num_tokens, heads * head_dim))
+
+    def image_to_tokens(self, image_q: Tensor, tokens_k: Tensor, tokens_v: Tensor) -> Tensor:
+        """``forward(image_q, tokens_k, tokens_v)`` with the image as the queries:
+        image_q (1 or B, Nk, C), tokens_k and tokens_v (B, Nq, C) -> (B, Nk, C)."""
+        batch, num_tokens, chans = tokens_k.shape
+        heads, head_dim = self.num_heads, self.internal_dim // self.num_heads
+        k = self.k_proj(tokens_k).view(batch, num_tokens, heads, head_dim)
+        # logits_h = (X Wq_h^T + bq_h) k_h^T = X (Wq_h^T k_h^T) + bq_h . k_h
+        wq_k = torch.einsum("hdc,bnhd->bchn", self.q_proj.weight.view(heads, head_dim, chans), k)
+        bq_k = torch.einsum("hd,bnhd->bhn", self.q_proj.bias.view(heads, head_dim), k)
+        logits = _image_times_tokens(image_q, wq_k.reshape(batch, chans, heads * num_tokens))
+        logits = logits.add_(bq_k.reshape(batch, 1, heads * num_tokens)).mul_(1.0 / math.sqrt(head_dim))
+        attn = torch.softmax(logits.view(batch, -1, heads, num_tokens), dim=-1)
+        # out_proj(concat_h attn_h v_h) = sum_h attn_h (v_h Wo_h^T) + bo
+        v = self.v_proj(tokens_v).view(batch, num_tokens, heads, head_dim)
+        v_wo = torch.einsum("bnhd,chd->bhnc", v, self.out_proj.weight.view(chans, heads, head_dim))
+        out = torch.bmm(attn.view(batch, -1, heads * num_tokens), v_wo.reshape(batch, heads * num_tokens, chans))
+        return out.add_(self.out_proj.bias)
+
+
+def _tokens_times_image(tokens: Tensor, image: Tensor) -> Tensor:
+    """(B, M, K) @ (1 or B, K, N) -> (B, M, N); a shared image is one product for all B."""
+    if image.shape[0] == 1 and tokens.shape[0] > 1:
+        batch, rows, inner = tokens.shape
+        return (tokens.reshape(batch * rows, inner) @ image[0]).view(batch, rows, -1)
+    return torch.matmul(tokens, image)
+
+
+def _image_times_tokens(image: Tensor, tokens: Tensor) -> Tensor:
+    """(1 or B, N, K) @ (B, K, M) -> contiguous (B, N, M); a shared image is one product for all B."""
+    if image.shape[0] == 1 and tokens.shape[0] > 1:
+        batch, inner, cols = tokens.shape
+        joint = image[0] @ tokens.permute(1, 0, 2).reshape(inner, batch * cols)  # (N, B*M)
+        return joint.view(-1, batch, cols).permute(1, 0, 2).contiguous()
+    return torch.matmul(image, tokens)
+
 
 class TwoWayAttentionBlock(nn.Module):
     """Token self-attention, token-to-image attention, MLP, image-to-token attention."""
@@ -80,14 +144,13 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm1(queries)
 
         q = queries + query_pe
-        k = keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(q=q, k=k, v=keys, attn_sim=attn_sim))
+        k = keys + key_pe  # both cross-attentions use it: keys do not change in between
+        queries = self.norm2(queries + self.cross_attn_token_to_image.tokens_to_image(q, k, keys, attn_sim))
 
         queries = self.norm3(queries + self.mlp(queries))
 
         q = queries + query_pe
-        k = keys + key_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(q=k, k=q, v=queries))
+        keys = self.norm4(keys + self.cross_attn_image_to_token.image_to_tokens(k, q, queries))
         return queries, keys
 
 
@@ -114,8 +177,9 @@ class TwoWayTransformer(nn.Module):
     def forward(self, image_embedding: Tensor, image_pe: Tensor, point_embedding: Tensor,
                 attn_sim: Tensor | None = None,
                 target_embedding: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        keys = image_embedding.flatten(2).permute(0, 2, 1)
-        key_pe = image_pe.flatten(2).permute(0, 2, 1)
+        # (B, C, h, w) -> contiguous (B, h*w, C): every product below reads rows of C
+        keys = image_embedding.flatten(2).transpose(1, 2).contiguous()
+        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
         query_pe = point_embedding
         if target_embedding is not None:
             query_pe = point_embedding + target_embedding
@@ -128,5 +192,5 @@ class TwoWayTransformer(nn.Module):
         q = queries + query_pe
         if target_embedding is not None:
             q = q + target_embedding
-        queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q=q, k=keys + key_pe, v=keys))
+        queries = self.norm_final_attn(queries + self.final_attn_token_to_image.tokens_to_image(q, keys + key_pe, keys))
         return queries, keys
