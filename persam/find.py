@@ -1,10 +1,13 @@
 """All instances of a concept in an image, and whether it is there at all (docs/method.md 11).
 
-``segment`` keeps the paper's behaviour: exactly one mask. ``find`` starts from every local
-maximum of the 64x64 similarity grid, decodes each candidate as PerSAM (or PerSAM-F) does, with
-all candidates batched through the decoder in one call per step, scores each mask by SAM's
-predicted IoU times the mean similarity inside it, removes duplicates, and keeps the instances
-whose score reaches the concept's presence threshold.
+``segment`` keeps the paper's behaviour: exactly one mask. ``find`` starts from the local maxima
+of the 64x64 similarity grid and decodes candidates as PerSAM (or PerSAM-F) does. The first
+decoder step runs in rounds, strongest candidates first, CANDIDATE_CHUNK prompt sets per call;
+after each round, masks that duplicate an already kept one are dropped, and a candidate not yet
+decoded whose prompt point lies inside a kept mask is skipped (it would only find that object
+again). The kept candidates are then refined together, one batched decoder call per step. Each
+final mask is scored by SAM's predicted IoU times the mean similarity inside it; duplicates are
+removed, and the instances whose score reaches the concept's presence threshold are kept.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from sam_core.engine import ImageEmbedding, SamEngine
+from sam_core.transforms import scale_coords
 
 from .concept import Calibration, Concept
 from .masks import mask_box
@@ -36,6 +40,9 @@ CANDIDATES_PER_INSTANCE = 3  # at most this many candidates per requested instan
 # An instance is dropped when its intersection with a better one exceeds this fraction of the
 # smaller mask.
 MAX_OVERLAP = 0.5
+# Prompt sets per first-step decoder call: large enough to batch the decoder's work, small
+# enough that candidates inside an earlier round's masks are skipped rather than decoded.
+CANDIDATE_CHUNK = 8
 _CELL_PIXELS = 16  # one 64x64 grid cell spans 16x16 pixels of SAM's 1024x1024 input
 
 
@@ -191,11 +198,13 @@ def make_detection(instances: Sequence[Instance], threshold: float, max_instance
 @dataclass
 class _Decoded:
     """Low-res logits (B, 256, 256) and predicted IoU (B,) of B candidates; ``alive`` (B,) marks
-    those still worth a mask (not a duplicate of a stronger candidate, not empty)."""
+    those still worth a mask (not a duplicate of a stronger candidate, not empty); ``decoded``
+    (B,) those that went through the first decoder step (the others have zero logits)."""
 
     low_res: torch.Tensor
     scores: torch.Tensor
     alive: np.ndarray
+    decoded: np.ndarray
 
 
 def _best(scores: torch.Tensor, low_res: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -244,7 +253,8 @@ def refine_batch(engine: SamEngine, embedding: ImageEmbedding, points: np.ndarra
     ``refine.cascaded_refinement`` for one prompt set). ``first_boxes`` (B, 4): PerSAM-F's box
     prompts for step 2. A candidate whose step-2 mask is empty keeps its ``earlier`` result, as
     ``segment`` falls back to its last non-empty mask."""
-    result = _Decoded(earlier.low_res.clone(), earlier.scores.clone(), earlier.alive.copy())
+    result = replace(earlier, low_res=earlier.low_res.clone(), scores=earlier.scores.clone(),
+                     alive=earlier.alive.copy())
     rows = np.flatnonzero(earlier.alive)
     if rows.size == 0:
         return result
@@ -264,32 +274,92 @@ def refine_batch(engine: SamEngine, embedding: ImageEmbedding, points: np.ndarra
     return result
 
 
+def prompt_low_res_pixel(points: np.ndarray, labels: np.ndarray,
+                         embedding: ImageEmbedding) -> tuple[int, int] | None:
+    """(row, col) of the 256x256 low-res mask where one prompt set's first positive point lands
+    (the spot the prompt encoder puts it: resized frame plus half a pixel), or None without one."""
+    positive = np.flatnonzero(np.asarray(labels) == 1)
+    if positive.size == 0:
+        return None
+    x, y = scale_coords(np.asarray(points, float)[positive[0]], embedding.original_size) + 0.5
+    return min(int(y // 4), 255), min(int(x // 4), 255)
+
+
+def first_step_rounds(first_decode: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]],
+                      points: np.ndarray, labels: np.ndarray, embedding: ImageEmbedding,
+                      chunk: int = CANDIDATE_CHUNK, skip_covered: bool = True) -> _Decoded:
+    """Step 1 of the cascade for B candidates (strongest first), in rounds of ``chunk``.
+
+    ``first_decode(rows)`` returns the (n, 256, 256) logits and (n,) scores of those rows. After
+    each round, its masks are checked against the masks kept so far with ``distinct_candidates``'
+    rule (all kept masks come from stronger candidates), and every candidate not yet decoded whose
+    point (``prompt_low_res_pixel``) lies inside a kept mask is skipped: it would be decoded into
+    that object again and dropped as its duplicate. ``skip_covered=False`` decodes every candidate
+    in one call (nothing can be skipped, so rounds would only add calls).
+    """
+    count = len(points)
+    if not skip_covered:
+        chunk = count
+    pixels = [prompt_low_res_pixel(points[row], labels[row], embedding) for row in range(count)]
+    decoded, alive = np.zeros(count, bool), np.zeros(count, bool)
+    low_res = scores = covered = None
+    kept: list[int] = []
+    pending = list(range(count))
+    while pending:
+        rows, pending = pending[:chunk], pending[chunk:]
+        round_low, round_scores = first_decode(np.array(rows))
+        if low_res is None:
+            low_res = round_low.new_zeros((count, *round_low.shape[1:]))
+            scores = round_scores.new_zeros(count)
+            covered = torch.zeros(round_low.shape[1:], dtype=torch.bool)
+        index = torch.as_tensor(rows, device=low_res.device)
+        low_res[index], scores[index] = round_low, round_scores
+        decoded[rows] = True
+        earlier = low_res[torch.as_tensor(kept, dtype=torch.long, device=low_res.device)]
+        distinct = distinct_candidates(torch.cat([earlier, round_low]), embedding.input_size)[len(kept):]
+        new = [row for row, keep in zip(rows, distinct) if keep]
+        kept += new
+        if skip_covered and new and pending:
+            covered |= (low_res[torch.as_tensor(new, device=low_res.device)] > 0).any(0).cpu()
+            pending = [row for row in pending if pixels[row] is None or not covered[pixels[row]]]
+    alive[kept] = True
+    return _Decoded(low_res, scores, alive, decoded)
+
+
 def decode_persam(engine: SamEngine, embedding: ImageEmbedding, concept: Concept, points: np.ndarray,
-                  labels: np.ndarray, attn_sim: torch.Tensor) -> _Decoded:
-    """docs/method.md 3.4-3.6 for B prompt sets (B, N, 2): guided first decode, then two refinements."""
-    device = engine.device
-    first = engine.decode_batch(embedding, points, labels, multimask=False, attn_sim=attn_sim,
-                                target_embedding=concept.target_embedding.to(device).reshape(1, 1, -1))
-    low_res, scores = first.low_res_logits[:, 0], first.scores[:, 0]
-    earlier = _Decoded(low_res, scores, distinct_candidates(low_res, embedding.input_size))
+                  labels: np.ndarray, attn_sim: torch.Tensor, skip_covered: bool = True) -> _Decoded:
+    """docs/method.md 3.4-3.6 for B prompt sets (B, N, 2): guided first decode (in rounds, see
+    ``first_step_rounds``), then two refinements of the kept candidates."""
+    target_embedding = concept.target_embedding.to(engine.device).reshape(1, 1, -1)
+
+    def first_decode(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        first = engine.decode_batch(embedding, points[rows], labels[rows], multimask=False, attn_sim=attn_sim,
+                                    target_embedding=target_embedding)
+        return first.low_res_logits[:, 0], first.scores[:, 0]
+
+    earlier = first_step_rounds(first_decode, points, labels, embedding, skip_covered=skip_covered)
     return refine_batch(engine, embedding, points, labels, earlier)
 
 
 def decode_persam_f(engine: SamEngine, embedding: ImageEmbedding, concept: Concept, points: np.ndarray,
-                    labels: np.ndarray) -> _Decoded:
-    """docs/method.md 4 for B prompt sets: weighted multimask decode, then two refinements with boxes."""
+                    labels: np.ndarray, skip_covered: bool = True) -> _Decoded:
+    """docs/method.md 4 for B prompt sets: weighted multimask decode (in rounds, see
+    ``first_step_rounds``), then two refinements of the kept candidates with boxes."""
     weights = concept.mask_weights.to(engine.device).float()
-    first = engine.decode_batch(embedding, points, labels, multimask=True)
-    low_res = (first.low_res_logits * weights[None, :, None, None]).sum(1)
-    scores = (first.scores * weights[None]).sum(1)
-    alive = distinct_candidates(low_res, embedding.input_size)
+
+    def first_decode(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        first = engine.decode_batch(embedding, points[rows], labels[rows], multimask=True)
+        return ((first.low_res_logits * weights[None, :, None, None]).sum(1),
+                (first.scores * weights[None]).sum(1))
+
+    earlier = first_step_rounds(first_decode, points, labels, embedding, skip_covered=skip_covered)
     boxes = np.zeros((len(points), 4), int)
-    rows = np.flatnonzero(alive)
-    for row, box in zip(rows, _boxes(engine, embedding, low_res[rows])):
-        alive[row] = box is not None  # an empty weighted mask has no box: nothing to refine
+    rows = np.flatnonzero(earlier.alive)
+    for row, box in zip(rows, _boxes(engine, embedding, earlier.low_res[rows])):
+        earlier.alive[row] = box is not None  # an empty weighted mask has no box: nothing to refine
         if box is not None:
             boxes[row] = box
-    return refine_batch(engine, embedding, points, labels, _Decoded(low_res, scores, alive), boxes)
+    return refine_batch(engine, embedding, points, labels, earlier, boxes)
 
 
 def candidate_prompts(concept: Concept, sim: torch.Tensor, grid: torch.Tensor, embedding: ImageEmbedding,
@@ -308,12 +378,14 @@ def candidate_prompts(concept: Concept, sim: torch.Tensor, grid: torch.Tensor, e
 def find_instances(engine: SamEngine, embedding: ImageEmbedding, concept: Concept, max_candidates: int,
                    stage: Callable[[str], object] | None = None,
                    prompts: tuple[np.ndarray, np.ndarray] | None = None,
-                   stats: dict | None = None) -> list[Instance]:
-    """Every candidate of ``concept`` decoded and scored, before suppression and threshold.
+                   stats: dict | None = None, skip_covered: bool = True) -> list[Instance]:
+    """The distinct candidates of ``concept`` decoded and scored, before suppression and threshold.
 
     ``prompts`` (points (B, N, 2), labels (B, N)) replaces the candidates from the grid.
     ``stage(name)`` is an optional timing context manager (``PerSAM._stage``). ``stats``, if
-    given, receives "candidates" and "refined" (those left after step-1 duplicates).
+    given, receives "candidates", "decoded" (those that went through the first decoder step)
+    and "refined" (those left after step-1 duplicates). ``skip_covered=False`` (for comparisons)
+    decodes every candidate, as before the rounds of ``first_step_rounds``.
     """
     stage = stage or (lambda name: nullcontext())
     with stage("prior"):
@@ -327,12 +399,13 @@ def find_instances(engine: SamEngine, embedding: ImageEmbedding, concept: Concep
         return []
     with stage("decode"):
         if persam_f:
-            decoded = decode_persam_f(engine, embedding, concept, points, labels)
+            decoded = decode_persam_f(engine, embedding, concept, points, labels, skip_covered)
         else:
-            decoded = decode_persam(engine, embedding, concept, points, labels, attn_sim)
+            decoded = decode_persam(engine, embedding, concept, points, labels, attn_sim, skip_covered)
         rows = np.flatnonzero(decoded.alive)
         if stats is not None:
-            stats.update(candidates=len(points), refined=int(decoded.alive.sum()))
+            stats.update(candidates=len(points), decoded=int(decoded.decoded.sum()),
+                         refined=int(decoded.alive.sum()))
         masks = full_size_masks(engine, embedding, decoded.low_res[rows])
     instances = []
     unit_sim = (sim + 1) / 2

@@ -6,15 +6,16 @@ object, see find_stub.py); the decoder tests use the real decoder of a seeded ra
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
 
-from find_stub import DARK_RED, PURPLE, RED, STUB_IOU, StubEngine, canvas, paint
+from find_stub import BLUE, DARK_RED, PURPLE, RED, STUB_IOU, StubEngine, canvas, paint
 from persam import DEFAULT_THRESHOLD, Calibration, Concept, Detection, Instance, PerSAM
-from persam.find import (distinct_candidates, find_instances, grid_candidates, make_detection,
-                         resolve_threshold, suppress)
+from persam.find import (CANDIDATE_CHUNK, candidate_prompts, detect, distinct_candidates, find_instances,
+                         grid_candidates, make_detection, resolve_threshold, suppress)
 from persam.prior import similarity_map
 
 THRESHOLD = 0.85  # between a red square (0.9 x 1.0) and a purple one (0.9 x 0.868)
@@ -113,6 +114,99 @@ def test_persam_f_concepts_work(stub):
         assert instance.points.shape == (1, 2) and instance.labels.tolist() == [1]
         assert instance.iou_score == pytest.approx(STUB_IOU)  # step 3's best mask
     assert persam.engine.decode_calls == [3, 3, 3]
+
+
+@contextmanager
+def recorded_decoder(engine):
+    """Wraps ``engine.decode_batch`` on the instance: yields a list that receives, per call, the
+    prompt points, whether a mask input was given (refinement steps) and the low-res logits."""
+    calls = []
+    original = engine.decode_batch
+
+    def decode_batch(embedding, points, labels, boxes=None, mask_input=None, *args, **kwargs):
+        out = original(embedding, points, labels, boxes, mask_input, *args, **kwargs)
+        calls.append({"points": np.array(points), "refine": mask_input is not None,
+                      "low_res": out.low_res_logits.detach().clone()})
+        return out
+
+    engine.decode_batch = decode_batch
+    try:
+        yield calls
+    finally:
+        del engine.decode_batch
+
+
+def dotted_square(image, x0, y0, cells, colour=RED):
+    """A square of ``cells`` x ``cells`` grid cells (4 pixels each on the stub's 256x256 images)
+    with one blue pixel in every cell of an odd row or column of the square: the fully coloured
+    cells are separate local maxima of equal similarity (candidates in row-major order), while
+    the coloured pixels stay one 4-connected region, the stub's mask for each of them."""
+    paint(image, (x0, y0, x0 + 4 * cells - 1, y0 + 4 * cells - 1), colour)
+    for i in range(cells):
+        for j in range(cells):
+            if i % 2 or j % 2:
+                image[y0 + 4 * i + 1, x0 + 4 * j + 1] = BLUE
+    return image
+
+
+def stub_concept(concept, method):
+    if method == "persam":
+        return concept
+    return Concept(method="persam-f", target_embedding=concept.target_embedding,
+                   target_feature=concept.target_feature, model_type=concept.model_type,
+                   fingerprint=concept.fingerprint, mask_weights=torch.tensor([0.2, 0.3, 0.5]))
+
+
+def find_both_ways(persam, image, concept):
+    """(detection, stats, prompt sets per decoder call) with covered candidates skipped, then the
+    same for every candidate decoded (``skip_covered=False``)."""
+    _, embedding = persam.embed(image)
+    results = []
+    for skip_covered in (True, False):
+        stats = {}
+        with recorded_decoder(persam.engine) as calls:
+            instances = find_instances(persam.engine, embedding, concept, 30, stats=stats, skip_covered=skip_covered)
+        detection = make_detection(instances, THRESHOLD, 10, embedding.original_size)
+        results.append((detection, stats, [len(call["points"]) for call in calls]))
+    return results
+
+
+def assert_same_detection(new, old, min_iou=1.0, score_tolerance=0.0):
+    assert (new.present, len(new.instances)) == (old.present, len(old.instances))
+    assert new.score == pytest.approx(old.score, abs=score_tolerance)
+    for a, b in zip(new.instances, old.instances):
+        iou = np.count_nonzero(a.mask & b.mask) / max(np.count_nonzero(a.mask | b.mask), 1)
+        assert iou >= min_iou, iou
+        assert a.score == pytest.approx(b.score, abs=score_tolerance)
+        np.testing.assert_array_equal(a.points, b.points)
+
+
+@pytest.mark.parametrize("method", ["persam", "persam-f"])
+def test_candidates_inside_a_kept_first_mask_are_not_decoded(stub, method):
+    persam, concept = stub
+    concept = stub_concept(concept, method)
+    image = dotted_square(canvas(), 20, 20, 7)  # 16 candidates, all on one red region
+    (new, stats, calls), (old, old_stats, old_calls) = find_both_ways(persam, image, concept)
+    # Round 1 decodes the 8 strongest; its one kept mask covers the other 8, which are skipped.
+    assert stats == {"candidates": 16, "decoded": CANDIDATE_CHUNK, "refined": 1}
+    assert calls == [CANDIDATE_CHUNK, 1, 1]
+    assert old_stats == {"candidates": 16, "decoded": 16, "refined": 1} and old_calls == [16, 1, 1]
+    assert len(new.instances) == 1 and new.instances[0].box.tolist() == [20, 20, 47, 47]
+    assert_same_detection(new, old)
+
+
+@pytest.mark.parametrize("method", ["persam", "persam-f"])
+def test_far_apart_candidates_are_both_decoded_and_kept(stub, method):
+    persam, concept = stub
+    concept = stub_concept(concept, method)
+    # The dark red square is weaker than every red cell: it comes after the first round, outside
+    # the red region's mask, so it is decoded in a second round and kept.
+    image = paint(dotted_square(canvas(), 20, 20, 7), (180, 180, 219, 219), DARK_RED)
+    (new, stats, calls), (old, _, old_calls) = find_both_ways(persam, image, concept)
+    assert stats == {"candidates": 17, "decoded": CANDIDATE_CHUNK + 1, "refined": 2}
+    assert calls == [CANDIDATE_CHUNK, 1, 2, 2] and old_calls == [17, 2, 2]
+    assert sorted(i.box.tolist() for i in new.instances) == [[20, 20, 47, 47], [180, 180, 219, 219]]
+    assert_same_detection(new, old)
 
 
 def test_find_many_encodes_once(stub):
@@ -272,6 +366,48 @@ def test_one_candidate_is_decoded_as_segment_does(real, method):
     assert found.similarity == pytest.approx(float(((sim + 1) / 2)[torch.from_numpy(found.mask)].mean()), abs=1e-6)
     assert np.array_equal(found.box, np.array([np.flatnonzero(found.mask.any(0))[0], np.flatnonzero(found.mask.any(1))[0],
                                                np.flatnonzero(found.mask.any(0))[-1], np.flatnonzero(found.mask.any(1))[-1]]))
+
+
+def test_real_decoder_skips_only_candidates_inside_a_kept_first_mask(real):
+    """Random vit_t: the first step decodes fewer prompt sets than there are candidates, every
+    skipped candidate's point lies in the first mask of a stronger, kept candidate, and the
+    detection is that of decoding every candidate."""
+    from sam_core.transforms import resized_shape
+
+    from persam.prior import similarity_grid, upsample_similarity
+
+    persam, concept, image = real
+    engine = persam.engine
+    _, embedding = persam.embed(image)
+    stats = {}
+    with recorded_decoder(engine) as calls:
+        new = detect(engine, embedding, concept, float("-inf"), stats=stats)
+    first_calls = [call for call in calls if not call["refine"]]
+    assert all(len(call["points"]) <= CANDIDATE_CHUNK for call in first_calls)
+    decoded_points = np.concatenate([call["points"] for call in first_calls])
+    first_masks = torch.cat([call["low_res"][:, 0] for call in first_calls]) > 0
+    assert len(decoded_points) == stats["decoded"] < stats["candidates"]
+
+    grid = similarity_grid(embedding, concept.target_feature)
+    points, _ = candidate_prompts(concept, upsample_similarity(grid, embedding), grid, embedding,
+                                  stats["candidates"])
+    assert len(points) == stats["candidates"]
+    order = {tuple(p.ravel()): row for row, p in enumerate(points)}
+    decoded_rows = [order[tuple(p.ravel())] for p in decoded_points]
+    assert decoded_rows == sorted(decoded_rows)  # strongest first
+    kept_points = next(call["points"] for call in calls if call["refine"])
+    kept = [decoded_rows.index(order[tuple(p.ravel())]) for p in kept_points]
+    (height, width), (new_h, new_w) = embedding.original_size, resized_shape(embedding.original_size)
+    skipped = sorted(set(range(len(points))) - set(decoded_rows))
+    assert skipped and min(skipped) >= CANDIDATE_CHUNK
+    for row in skipped:
+        x, y = points[row, 0]
+        pixel = int((y * new_h / height + 0.5) // 4), int((x * new_w / width + 0.5) // 4)
+        assert any(first_masks[k][pixel] and decoded_rows[k] < row for k in kept), row
+
+    old = make_detection(find_instances(engine, embedding, concept, stats["candidates"], skip_covered=False),
+                         float("-inf"), 10, embedding.original_size)
+    assert_same_detection(new, old, min_iou=0.999, score_tolerance=1e-4)
 
 
 def test_find_on_random_weights_respects_thresholds(real):
