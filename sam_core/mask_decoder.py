@@ -82,10 +82,13 @@ class MaskDecoder(nn.Module):
         src = image_embeddings + dense_prompt_embeddings
         _, _, height, width = src.shape
 
-        hs, src = self.transformer(src, image_pe, tokens, attn_sim=attn_sim, target_embedding=target_embedding)
+        # Only the IoU token and the selected mask tokens are read: the rest skip the final attention.
+        token_ids = list(range(self.num_mask_tokens))[mask_tokens]
+        hs, src = self.transformer(src, image_pe, tokens, attn_sim=attn_sim, target_embedding=target_embedding,
+                                   final_tokens=[0] + [1 + i for i in token_ids])
         iou_pred = self.iou_prediction_head(hs[:, 0, :])[:, mask_tokens]
-        token_ids = range(self.num_mask_tokens)[mask_tokens]
-        hyper_in = torch.stack([self.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in token_ids], dim=1)
+        hyper_in = torch.stack([self.output_hypernetworks_mlps[i](hs[:, 1 + k, :])
+                                for k, i in enumerate(token_ids)], dim=1)
         upscaled = self.upscale(src)  # (B, h*w*16, C/8), pixels in 4x4 blocks per embedding cell
         masks = torch.bmm(hyper_in, upscaled.transpose(1, 2))  # (B, K, h*w*16)
         return blocks_to_maps(masks, height, width), iou_pred

@@ -158,7 +158,8 @@ class TwoWayTransformer(nn.Module):
     """Tokens and image attend to each other.
 
     image_embedding (B, C, h, w), image_pe (B, C, h, w), point_embedding (B, N, C)
-    -> (tokens (B, N, C), image (B, h*w, C)).
+    -> (tokens (B, N, C), image (B, h*w, C)); tokens (B, len(final_tokens), C) when
+    ``final_tokens`` is given.
     """
 
     def __init__(self, depth: int, embedding_dim: int, num_heads: int, mlp_dim: int,
@@ -175,8 +176,11 @@ class TwoWayTransformer(nn.Module):
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
     def forward(self, image_embedding: Tensor, image_pe: Tensor, point_embedding: Tensor,
-                attn_sim: Tensor | None = None,
-                target_embedding: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                attn_sim: Tensor | None = None, target_embedding: Tensor | None = None,
+                final_tokens: list[int] | None = None) -> tuple[Tensor, Tensor]:
+        """``final_tokens``: indices of the tokens whose output is read; only they go through
+        the final token-to-image attention, and the returned tokens are those, in that order
+        (all tokens when None). Each token's final attention depends on no other token."""
         # (B, C, h, w) -> contiguous (B, h*w, C): every product below reads rows of C
         keys = image_embedding.flatten(2).transpose(1, 2).contiguous()
         key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
@@ -189,6 +193,8 @@ class TwoWayTransformer(nn.Module):
                 queries = queries + target_embedding
             queries, keys = layer(queries=queries, keys=keys, query_pe=query_pe, key_pe=key_pe,
                                   attn_sim=attn_sim)
+        if final_tokens is not None:
+            queries, query_pe = queries[:, final_tokens], query_pe[:, final_tokens]
         q = queries + query_pe
         if target_embedding is not None:
             q = q + target_embedding

@@ -76,3 +76,24 @@ def test_upscale_equals_transposed_convolutions():
         fast = blocks_to_maps(torch.bmm(hyper_in, decoder.upscale(src).transpose(1, 2)), height, width)
     assert (fast - plain).abs().max().item() < TOL
     assert plain.abs().max().item() > 0.1
+
+
+@pytest.mark.parametrize("final_tokens", [[0, 1], [0, 2, 3, 4], [3, 0]])
+def test_final_tokens_equal_the_same_rows_of_all_tokens(final_tokens):
+    """Only the tokens that are read go through the final attention; each of them gets what it
+    gets when all tokens do (the final attention is row by row)."""
+    torch.manual_seed(5)
+    transformer = TwoWayTransformer(depth=2, embedding_dim=256, num_heads=8, mlp_dim=2048).eval()
+    g = torch.Generator().manual_seed(6)
+    image = torch.randn(1, 256, 64, 64, generator=g)
+    image_pe = torch.randn(1, 256, 64, 64, generator=g)
+    tokens = torch.randn(3, 8, 256, generator=g)
+    attn_sim = torch.rand(1, 1, 1, 4096, generator=g)
+    target = torch.randn(1, 1, 256, generator=g)
+    with torch.no_grad():
+        all_tokens, all_keys = transformer(image, image_pe, tokens, attn_sim, target)
+        some_tokens, some_keys = transformer(image, image_pe, tokens, attn_sim, target, final_tokens=final_tokens)
+    assert some_tokens.shape == (3, len(final_tokens), 256)
+    assert (some_tokens - all_tokens[:, final_tokens]).abs().max().item() < 1e-6
+    assert torch.equal(some_keys, all_keys)
+    assert all_tokens.abs().max().item() > 0.1

@@ -261,3 +261,23 @@ def test_configs_cover_windows_with_padding():
         assert 0 < len(cfg.global_attn_indexes) < cfg.depth
     assert vit_config("vit_b_small").num_heads != vit_config("vit_pad").num_heads
     assert set(CONFIGS) == {"vit_t", "vit_b_small", "vit_pad"}
+
+
+def test_decoder_layout_copy_follows_the_features():
+    """The engine keeps a channels-last copy of the last decoded features: reused for the same
+    tensor, redone for another tensor or after an in-place change, never stale."""
+    name, height, width = CASES[0]
+    engine = our_engine(name)
+    embedding = our_embedding(name, height, width)
+    points, labels, _ = _prompts("points", height, width)
+    first = engine.decode(embedding, points, labels, high_res=False).low_res_logits
+    rows = engine._channels_last(embedding.features)
+    assert engine._channels_last(embedding.features) is rows
+    assert torch.equal(rows, embedding.features)
+    changed = embedding.features.clone()
+    other = sam_core.ImageEmbedding(changed, embedding.input_size, embedding.original_size)
+    assert torch.equal(engine.decode(other, points, labels, high_res=False).low_res_logits, first)
+    changed.mul_(-1.0)  # same tensor, new contents: the cached copy must not be used
+    flipped = engine.decode(other, points, labels, high_res=False).low_res_logits
+    assert max_abs(flipped, first) > 0.1
+    assert torch.equal(engine._channels_last(changed), changed)
