@@ -79,6 +79,8 @@ class SamEngine:
         embedding tens of times)."""
         if features.is_contiguous(memory_format=torch.channels_last):
             return features
+        if features.is_inference():  # no version counter to tell an in-place change: no cache
+            return features.contiguous(memory_format=torch.channels_last)
         cached = self._rows_cache
         if cached is not None and cached[0]() is features and cached[1] == features._version:
             return cached[2]

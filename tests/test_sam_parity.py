@@ -281,3 +281,20 @@ def test_decoder_layout_copy_follows_the_features():
     flipped = engine.decode(other, points, labels, high_res=False).low_res_logits
     assert max_abs(flipped, first) > 0.1
     assert torch.equal(engine._channels_last(changed), changed)
+
+
+def test_decode_under_inference_mode():
+    """Inference tensors have no version counter: they are decoded without the layout cache."""
+    name, height, width = CASES[0]
+    engine = our_engine(name)
+    embedding = our_embedding(name, height, width)
+    points, labels, _ = _prompts("points", height, width)
+    expected = engine.decode(embedding, points, labels, high_res=False).low_res_logits
+    with torch.inference_mode():
+        features = embedding.features.clone()
+        inside = sam_core.ImageEmbedding(features, embedding.input_size, embedding.original_size)
+        first = engine.decode(inside, points, labels, high_res=False).low_res_logits
+        features.mul_(-1.0)
+        flipped = engine.decode(inside, points, labels, high_res=False).low_res_logits
+    assert torch.equal(first, expected)
+    assert max_abs(flipped, expected) > 0.1
