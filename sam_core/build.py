@@ -126,7 +126,9 @@ def read_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
                 ) from exc
             raise CheckpointError(f"{_describe(path)} is not a PyTorch checkpoint") from exc
         except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError,
-                io.UnsupportedOperation) as exc:  # KeyError/IndexError: bad memo refs in garbage
+                TypeError, AttributeError, io.UnsupportedOperation) as exc:
+            # KeyError/IndexError: bad memo refs in garbage; TypeError/AttributeError: a flipped
+            # byte that hands torch's tensor rebuild arguments of the wrong kind
             if head[:2] == b"PK":  # torch's zip reader text (miniz internals) means nothing to users
                 raise CheckpointError(f"{_describe(path)} is truncated or corrupt (not a complete PyTorch "
                                       "checkpoint; download it again)") from exc

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .runtime import ONEDNN_MIN_ROWS, onednn_linear_enabled
+
 
 def gelu_fresh(x: torch.Tensor) -> torch.Tensor:
     """Exact GELU of a tensor nobody else holds (a layer's fresh output), in place when no
@@ -30,6 +32,21 @@ def activate_fresh(activation: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return activation(x)
 
 
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters and state-dict keys) whose float32 CPU inference on
+    many rows runs through oneDNN's matmul instead of the default BLAS (``runtime.py``);
+    everything else, training and autograd included, is ``F.linear``. Results agree with
+    ``F.linear`` to float rounding (a different summation order)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() >= 2
+                and x.numel() >= ONEDNN_MIN_ROWS * self.in_features
+                and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
+                and onednn_linear_enabled()):
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+        return F.linear(x, self.weight, self.bias)
+
+
 class LayerNorm2d(nn.Module):
     """LayerNorm over the channel axis of a (B, C, H, W) tensor."""
 
@@ -51,8 +68,8 @@ class MLPBlock(nn.Module):
 
     def __init__(self, embedding_dim: int, mlp_dim: int, act: type[nn.Module] = nn.GELU) -> None:
         super().__init__()
-        self.lin1 = nn.Linear(embedding_dim, mlp_dim)
-        self.lin2 = nn.Linear(mlp_dim, embedding_dim)
+        self.lin1 = Linear(embedding_dim, mlp_dim)
+        self.lin2 = Linear(mlp_dim, embedding_dim)
         self.act = act()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

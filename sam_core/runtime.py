@@ -40,3 +40,44 @@ def tune_memory_allocator() -> bool:
           and mallopt(_M_TOP_PAD, 256 << 20) == 1)
     _applied = bool(ok)
     return _applied
+
+
+# -- oneDNN matrix products for the encoders' linear layers ----------------------------------
+# PyTorch sends a float32 ``F.linear`` on the CPU to its BLAS (MKL in the PyPI wheels). For the
+# encoders' token-by-channel products (thousands of rows, 128-1280 channels) oneDNN's matmul,
+# which the same wheels carry for convolutions, was 13-80% faster per product on our 2-core
+# AMD EPYC machines, and 3-7% per vit_t encoder pass (docs/method.md 2). Below a few hundred
+# rows its set-up costs more than it saves, so small products stay on ``F.linear``.
+ONEDNN_MIN_ROWS = 256
+_onednn_linear: bool | None = None
+
+
+def onednn_linear_enabled() -> bool:
+    """True when ``torch.ops.mkldnn._linear_pointwise`` exists and agrees with ``F.linear`` on
+    a small product (checked once per process), unless ``PERSAM_ONEDNN_LINEAR=0``."""
+    global _onednn_linear
+    if _onednn_linear is None:
+        _onednn_linear = False
+        if os.environ.get("PERSAM_ONEDNN_LINEAR", "1") != "0":
+            try:
+                import torch
+                import torch.nn.functional as F
+
+                generator = torch.Generator().manual_seed(0)
+                x = torch.randn(300, 8, generator=generator)
+                weight = torch.randn(5, 8, generator=generator)
+                bias = torch.randn(5, generator=generator)
+                with torch.no_grad():
+                    got = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+                _onednn_linear = bool(torch.allclose(got, F.linear(x, weight, bias), rtol=1e-5, atol=1e-5))
+            except (AttributeError, RuntimeError, NotImplementedError):  # a build without oneDNN
+                _onednn_linear = False
+    return _onednn_linear
+
+
+def set_onednn_linear(enabled: bool) -> bool:
+    """Turn the oneDNN route of ``common.Linear`` off (``False``) or back on where available
+    (``True``) for this process, e.g. to compare the two in one run; returns the new state."""
+    global _onednn_linear
+    _onednn_linear = None if enabled else False
+    return onednn_linear_enabled() if enabled else False

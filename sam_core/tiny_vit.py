@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d, gelu_fresh
+from .common import LayerNorm2d, Linear, gelu_fresh
 
 
 class Conv2d_BN(nn.Sequential):  # noqa: N801 - the released checkpoints use this name
@@ -123,8 +123,8 @@ class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc1 = Linear(dim, hidden)
+        self.fc2 = Linear(hidden, dim)
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -142,8 +142,8 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.key_dim = dim // num_heads
         self.norm = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, 3 * dim)
+        self.proj = Linear(dim, dim)
         points = list(itertools.product(range(resolution[0]), range(resolution[1])))
         offset_ids: dict[tuple[int, int], int] = {}
         index = [

@@ -1,4 +1,5 @@
-"""``sam_core.common.gelu_fresh``: F.gelu's values, in place only where that is safe."""
+"""``sam_core.common``: gelu_fresh (F.gelu's values, in place only where that is safe) and Linear
+(nn.Linear through oneDNN for large float32 CPU inference products)."""
 from __future__ import annotations
 
 import pytest
@@ -54,3 +55,93 @@ def test_activate_fresh_leaves_other_activations_alone():
         assert torch.equal(activate_fresh(torch.nn.ReLU(), x.clone()), torch.relu(x))
         tanh_gelu = torch.nn.GELU(approximate="tanh")
         assert torch.equal(activate_fresh(tanh_gelu, x.clone()), F.gelu(x, approximate="tanh"))
+
+
+# -- Linear ------------------------------------------------------------------------------------
+def _linear_layer(in_features=96, out_features=160, bias=True):
+    from sam_core.common import Linear
+
+    torch.manual_seed(0)
+    return Linear(in_features, out_features, bias=bias)
+
+
+def _ops_called(fn) -> set[str]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return {event.name for event in prof.events()}
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_many_rows_take_onednn_and_agree_with_f_linear(bias):
+    from sam_core.runtime import ONEDNN_MIN_ROWS, onednn_linear_enabled
+
+    assert onednn_linear_enabled(), "the CPU wheel carries oneDNN; the route must be on here"
+    layer = _linear_layer(bias=bias)
+    x = torch.randn(2, ONEDNN_MIN_ROWS, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got = layer(x)
+        ops = _ops_called(lambda: layer(x))
+    assert "mkldnn::_linear_pointwise" in ops
+    want = F.linear(x, layer.weight, layer.bias)
+    assert got.shape == want.shape == (2, ONEDNN_MIN_ROWS, 160)
+    # Same products, another summation order: float32 rounding only (values are ~1).
+    assert (got - want).abs().max().item() < 1e-5
+
+
+def test_linear_few_rows_grad_and_off_switch_are_f_linear():
+    from sam_core import runtime
+
+    layer = _linear_layer()
+    few = torch.randn(9, 96)
+    with torch.no_grad():
+        assert torch.equal(layer(few), F.linear(few, layer.weight, layer.bias))
+        assert "mkldnn::_linear_pointwise" not in _ops_called(lambda: layer(few))
+    many = torch.randn(512, 96, requires_grad=True)
+    out = layer(many)  # autograd on: the oneDNN op has no backward, so F.linear
+    out.sum().backward()
+    assert many.grad is not None and layer.weight.grad is not None
+    assert torch.equal(out.detach(), F.linear(many, layer.weight, layer.bias).detach())
+    try:
+        assert runtime.set_onednn_linear(False) is False
+        with torch.no_grad():
+            assert torch.equal(layer(many), F.linear(many, layer.weight, layer.bias))
+            assert "mkldnn::_linear_pointwise" not in _ops_called(lambda: layer(many))
+    finally:
+        assert runtime.set_onednn_linear(True) is True
+
+
+def test_linear_keeps_nn_linear_state_dict():
+    layer = _linear_layer()
+    plain = torch.nn.Linear(96, 160)
+    plain.load_state_dict(layer.state_dict(), strict=True)
+    assert list(layer.state_dict()) == ["weight", "bias"]
+
+
+def test_linear_environment_opt_out():
+    import subprocess
+    import sys
+
+    code = "from sam_core.runtime import onednn_linear_enabled as f; print(f())"
+    env = {**__import__("os").environ, "PERSAM_ONEDNN_LINEAR": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_encoder_output_with_and_without_onednn(tmp_path):
+    """A reduced TinyViT (random weights, 1024 px input) gives the same embedding both ways, to rounding."""
+    from sam_core import TinyViTConfig, build_sam, runtime
+
+    config = TinyViTConfig(embed_dims=(16, 32, 40, 80), depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4))
+    torch.manual_seed(0)
+    sam = build_sam(model_type="vit_t", config=config)
+    image = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        on = sam.image_encoder(image)
+        try:
+            runtime.set_onednn_linear(False)
+            off = sam.image_encoder(image)
+        finally:
+            runtime.set_onednn_linear(True)
+    assert (on - off).abs().max().item() <= 1e-5 * max(1.0, off.abs().max().item())
