@@ -22,7 +22,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sam_core import SamEngine, build_sam, load_image, preprocess_image, runtime  # noqa: E402
+from sam_core import (SamEngine, build_sam, load_image, onednn_linear_enabled,  # noqa: E402
+                      preprocess_image, set_onednn_linear)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not runtime.onednn_linear_enabled():
+    if not onednn_linear_enabled():
         print("this PyTorch build has no usable oneDNN linear: nothing to compare", file=sys.stderr)
         return 1
     if args.random:
@@ -53,19 +54,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with torch.no_grad():
             for onednn in (True, False):  # warm-up, and the outputs to compare
-                runtime.set_onednn_linear(onednn)
+                set_onednn_linear(onednn)
                 outputs[onednn] = encoder(batch)
             for _ in range(args.repeats):
                 for onednn in (True, False):
-                    runtime.set_onednn_linear(onednn)
+                    set_onednn_linear(onednn)
                     start = time.perf_counter()
                     encoder(batch)
                     seconds[onednn].append(time.perf_counter() - start)
     finally:
-        runtime.set_onednn_linear(True)
+        set_onednn_linear(True)
     onednn_s, blas_s = (statistics.median(seconds[key]) for key in (True, False))
     difference = (outputs[True] - outputs[False]).abs().max().item()
-    print(f"{sam.model_type} encoder, {torch.get_num_threads()} threads, {args.repeats} interleaved passes per side")
+    print(f"{sam.model_type} encoder, torch threads {torch.get_num_threads()}, {args.repeats} interleaved passes per side")
     print(f"  default BLAS linear  median {blas_s * 1000:8.1f} ms")
     print(f"  oneDNN linear        median {onednn_s * 1000:8.1f} ms   ({blas_s / onednn_s:.2f}x)")
     print(f"  max abs difference of the embeddings {difference:.2e} (values up to "
