@@ -47,6 +47,58 @@ class Linear(nn.Linear):
         return F.linear(x, self.weight, self.bias)
 
 
+# -- windowed attention: tiling a (B, H, W, D) grid into windows and back ---------------------
+def _window_pieces(height: int, width: int, window: int):
+    """The rectangles of an (height, width) grid cut into window x window tiles (the last row
+    and column of tiles may be partial): (grid rows, grid cols, tile rows, tile cols) slices
+    and the tile shape of each, for whole tiles, the bottom strip, the right strip, the corner."""
+    full_h, rest_h = divmod(height, window)
+    full_w, rest_w = divmod(width, window)
+    edge_h, edge_w = full_h * window, full_w * window
+    pieces = [(slice(0, edge_h), slice(0, edge_w), slice(0, full_h), slice(0, full_w), window, window),
+              (slice(edge_h, height), slice(0, edge_w), slice(full_h, full_h + 1), slice(0, full_w), rest_h, window),
+              (slice(0, edge_h), slice(edge_w, width), slice(0, full_h), slice(full_w, full_w + 1), window, rest_w),
+              (slice(edge_h, height), slice(edge_w, width), slice(full_h, full_h + 1), slice(full_w, full_w + 1),
+               rest_h, rest_w)]
+    return [piece for piece in pieces if piece[4] and piece[5] and piece[2].stop > piece[2].start
+            and piece[3].stop > piece[3].start]
+
+
+def partition_windows(grid: torch.Tensor, window: int, pad_value: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, D) -> (B * rows * cols, window * window, D) tiles in row-major tile order,
+    the grid padded bottom/right with ``pad_value`` (D,) to whole tiles. One pass over memory:
+    every piece is written straight into its tiles (pad, then partition, would be three)."""
+    batch, height, width, depth = grid.shape
+    rows, cols = -(-height // window), -(-width // window)
+    out = grid.new_empty(batch, rows, cols, window, window, depth)
+    tiles = out.permute(0, 1, 3, 2, 4, 5)  # (B, rows, window, cols, window, D), a view of ``out``
+    if height % window:
+        tiles[:, rows - 1, height % window:] = pad_value
+    if width % window:
+        tiles[:, :, :, cols - 1, width % window:] = pad_value
+    for grid_h, grid_w, tile_r, tile_c, size_h, size_w in _window_pieces(height, width, window):
+        source = grid[:, grid_h, grid_w]
+        n_r, n_c = tile_r.stop - tile_r.start, tile_c.stop - tile_c.start
+        tiles[:, tile_r, :size_h, tile_c, :size_w] = source.view(batch, n_r, size_h, n_c, size_w, depth)
+    return out.view(batch * rows * cols, window * window, depth)
+
+
+def merge_windows(windows: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Inverse of :func:`partition_windows`: (B * rows * cols, window * window, D) ->
+    contiguous (B, height, width, D), the padding dropped, in one pass over memory."""
+    window = int(round(windows.shape[1] ** 0.5))
+    depth = windows.shape[-1]
+    rows, cols = -(-height // window), -(-width // window)
+    batch = windows.shape[0] // (rows * cols)
+    tiles = windows.view(batch, rows, cols, window, window, depth).permute(0, 1, 3, 2, 4, 5)
+    out = windows.new_empty(batch, height, width, depth)
+    for grid_h, grid_w, tile_r, tile_c, size_h, size_w in _window_pieces(height, width, window):
+        n_r, n_c = tile_r.stop - tile_r.start, tile_c.stop - tile_c.start
+        out[:, grid_h, grid_w].view(batch, n_r, size_h, n_c, size_w, depth).copy_(
+            tiles[:, tile_r, :size_h, tile_c, :size_w])
+    return out
+
+
 class LayerNorm2d(nn.Module):
     """LayerNorm over the channel axis of a (B, C, H, W) tensor."""
 

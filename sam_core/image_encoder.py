@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d, Linear, MLPBlock
+from .common import LayerNorm2d, Linear, MLPBlock, merge_windows, partition_windows
 
 
 class PatchEmbed(nn.Module):
@@ -86,30 +86,6 @@ class Attention(nn.Module):
         return self.proj(out)
 
 
-def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """(B, H, W, C) -> (B * nWindows, window, window, C), zero-padding H and W up."""
-    batch, height, width, channels = x.shape
-    pad_h = (window - height % window) % window
-    pad_w = (window - width % window) % window
-    if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    padded_h, padded_w = height + pad_h, width + pad_w
-    x = x.view(batch, padded_h // window, window, padded_w // window, window, channels)
-    windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, window, channels)
-    return windows, (padded_h, padded_w)
-
-
-def window_unpartition(
-    windows: torch.Tensor, window: int, padded_hw: tuple[int, int], hw: tuple[int, int]
-) -> torch.Tensor:
-    """Inverse of :func:`window_partition`, cropping the padding away."""
-    padded_h, padded_w = padded_hw
-    batch = windows.shape[0] // (padded_h * padded_w // window // window)
-    x = windows.view(batch, padded_h // window, padded_w // window, window, window, -1)
-    x = x.permute(0, 1, 3, 2, 4, 5).reshape(batch, padded_h, padded_w, -1)
-    return x[:, : hw[0], : hw[1], :].contiguous()
-
-
 class Block(nn.Module):
     """Transformer block; ``window_size`` 0 means global attention."""
 
@@ -140,10 +116,10 @@ class Block(nn.Module):
         shortcut = x
         x = self.norm1(x)
         if self.window_size > 0:
-            height, width = x.shape[1], x.shape[2]
-            x, padded_hw = window_partition(x, self.window_size)
-            x = self.attn(x)
-            x = window_unpartition(x, self.window_size, padded_hw, (height, width))
+            height, width, chans = x.shape[1:]
+            window = self.window_size
+            x = partition_windows(x, window, x.new_zeros(chans)).view(-1, window, window, chans)
+            x = merge_windows(self.attn(x).flatten(1, 2), height, width)
         else:
             x = self.attn(x)
         x = shortcut + x

@@ -75,7 +75,8 @@ def _ops_called(fn) -> set[str]:
 
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear_many_rows_take_onednn_and_agree_with_f_linear(bias):
-    from sam_core.runtime import ONEDNN_MIN_ROWS, onednn_linear_enabled
+    from sam_core import onednn_linear_enabled
+    from sam_core.runtime import ONEDNN_MIN_ROWS
 
     assert onednn_linear_enabled(), "the CPU wheel carries oneDNN; the route must be on here"
     layer = _linear_layer(bias=bias)
@@ -91,7 +92,7 @@ def test_linear_many_rows_take_onednn_and_agree_with_f_linear(bias):
 
 
 def test_linear_few_rows_grad_and_off_switch_are_f_linear():
-    from sam_core import runtime
+    from sam_core import set_onednn_linear
 
     layer = _linear_layer()
     few = torch.randn(9, 96)
@@ -104,12 +105,12 @@ def test_linear_few_rows_grad_and_off_switch_are_f_linear():
     assert many.grad is not None and layer.weight.grad is not None
     assert torch.equal(out.detach(), F.linear(many, layer.weight, layer.bias).detach())
     try:
-        assert runtime.set_onednn_linear(False) is False
+        assert set_onednn_linear(False) is False
         with torch.no_grad():
             assert torch.equal(layer(many), F.linear(many, layer.weight, layer.bias))
             assert "mkldnn::_linear_pointwise" not in _ops_called(lambda: layer(many))
     finally:
-        assert runtime.set_onednn_linear(True) is True
+        assert set_onednn_linear(True) is True
 
 
 def test_linear_keeps_nn_linear_state_dict():
@@ -120,18 +121,19 @@ def test_linear_keeps_nn_linear_state_dict():
 
 
 def test_linear_environment_opt_out():
+    import os
     import subprocess
     import sys
 
-    code = "from sam_core.runtime import onednn_linear_enabled as f; print(f())"
-    env = {**__import__("os").environ, "PERSAM_ONEDNN_LINEAR": "0"}
+    code = "from sam_core import onednn_linear_enabled as f; print(f())"
+    env = {**os.environ, "PERSAM_ONEDNN_LINEAR": "0"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
-def test_encoder_output_with_and_without_onednn(tmp_path):
+def test_encoder_output_with_and_without_onednn():
     """A reduced TinyViT (random weights, 1024 px input) gives the same embedding both ways, to rounding."""
-    from sam_core import TinyViTConfig, build_sam, runtime
+    from sam_core import TinyViTConfig, build_sam, set_onednn_linear
 
     config = TinyViTConfig(embed_dims=(16, 32, 40, 80), depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4))
     torch.manual_seed(0)
@@ -140,8 +142,8 @@ def test_encoder_output_with_and_without_onednn(tmp_path):
     with torch.no_grad():
         on = sam.image_encoder(image)
         try:
-            runtime.set_onednn_linear(False)
+            set_onednn_linear(False)
             off = sam.image_encoder(image)
         finally:
-            runtime.set_onednn_linear(True)
+            set_onednn_linear(True)
     assert (on - off).abs().max().item() <= 1e-5 * max(1.0, off.abs().max().item())

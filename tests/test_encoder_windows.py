@@ -1,11 +1,11 @@
-"""TinyViT's window tiling (``partition_windows`` / ``merge_windows``) against the plain
-pad-then-reshape construction it replaces."""
+"""The encoders' window tiling (``sam_core.common.partition_windows`` / ``merge_windows``, used
+by TinyViT and the ViT) against the plain pad-then-reshape construction it replaces."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from sam_core.tiny_vit import merge_windows, partition_windows
+from sam_core.common import merge_windows, partition_windows
 
 
 def _reference_partition(grid, window, pad_value):
