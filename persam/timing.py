@@ -1,13 +1,17 @@
-"""Wall-clock seconds per named stage, for benchmarks and progress reports."""
+"""Wall-clock seconds per named stage, and the arithmetic of a piece of work, for benchmarks and
+progress reports."""
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
-__all__ = ["StageTimer"]
+from sam_core import onednn_linear_enabled
+
+__all__ = ["StageTimer", "product_flops"]
 
 
 class StageTimer:
@@ -44,3 +48,35 @@ class StageTimer:
 
     def as_dict(self) -> dict[str, float]:
         return {stage: round(seconds, 4) for stage, seconds in self.seconds.items()}
+
+
+def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _onednn_linear_flops(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    return 2 * math.prod(input_shape[:-1]) * input_shape[-1] * weight_shape[0]
+
+
+def product_flops(function: Callable[[], object]) -> int:
+    """Floating-point operations (2 per multiply-add) of the matrix products, convolutions and
+    attention products that ``function()`` runs, counted by torch's ``FlopCounterMode`` per
+    operator call from the shapes, whatever the timing. Elementwise work (activations, norms,
+    softmax, copies) is not counted: this is the arithmetic a processor's matrix-product rate
+    bounds. torch's table lacks the CPU attention kernel and ``sam_core``'s oneDNN linear
+    layers (``sam_core.common.Linear``); both are added here."""
+    from torch.utils.flop_counter import FlopCounterMode  # benchmarks only: not at import
+
+    # keyed by operator packet, as FlopCounterMode looks them up; both exist in current torch
+    extra = {}
+    if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        extra[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_cpu_flops
+    if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        extra[torch.ops.mkldnn._linear_pointwise] = _onednn_linear_flops
+    onednn_linear_enabled()  # its one-time probe runs now, not inside the count
+    counter = FlopCounterMode(display=False, custom_mapping=extra)
+    with counter:
+        function()
+    return int(counter.get_total_flops())

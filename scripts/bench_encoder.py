@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Time one image-encoder pass with the encoders' linear layers on oneDNN (the default) and on
-PyTorch's default BLAS, interleaved in one process on the same input:
+PyTorch's default BLAS, interleaved in one process on the same input, and set it against the
+arithmetic of the pass and this machine's matrix-product rate, measured in the same run:
 
     python scripts/bench_encoder.py --random vit_t [--threads 2] [--repeats 9]
     python scripts/bench_encoder.py --checkpoint mobile_sam.pt --image photo.jpg
@@ -8,6 +9,12 @@ PyTorch's default BLAS, interleaved in one process on the same input:
 See ``sam_core/runtime.py`` (``Linear`` in ``sam_core/common.py``). Both sides run under
 ``SamEngine``'s process settings; the embeddings of the two are compared as well. Timings on
 a shared machine are noisy: only the ratio of the medians from the same run means anything.
+
+The arithmetic line counts the pass's matrix products, convolutions and attention products
+(``persam.timing.product_flops``) and divides by the float32 rate of a large matrix product
+(4096 x 1024 x 1024, the faster of BLAS and oneDNN) timed here: the time a pass would take if
+all its arithmetic ran as fast as a large matrix product, the fastest arithmetic torch does on
+a CPU. The rest of a pass is elementwise work and smaller, slower products.
 """
 from __future__ import annotations
 
@@ -22,8 +29,33 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from persam.timing import product_flops  # noqa: E402
 from sam_core import (SamEngine, build_sam, load_image, onednn_linear_enabled,  # noqa: E402
                       preprocess_image, set_onednn_linear)
+
+
+def matmul_rate(size: tuple[int, int, int] = (4096, 1024, 1024), repeats: int = 9) -> float:
+    """Float32 FLOP/s of an (M x K) @ (K x N) product on this machine now: the median of
+    ``repeats`` timings, the faster of torch's matmul (BLAS) and oneDNN's linear."""
+    rows, inner, cols = size
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, inner, generator=generator)
+    weight = torch.randn(cols, inner, generator=generator)
+    bias = torch.zeros(cols)
+    products = [lambda: x @ weight.T]
+    if onednn_linear_enabled():
+        products.append(lambda: torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], ""))
+    best = 0.0
+    with torch.no_grad():
+        for product in products:
+            product()  # warm-up
+            seconds = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                product()
+                seconds.append(time.perf_counter() - start)
+            best = max(best, 2 * rows * inner * cols / statistics.median(seconds))
+    return best
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,12 +97,19 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         set_onednn_linear(True)
     onednn_s, blas_s = (statistics.median(seconds[key]) for key in (True, False))
+    with torch.no_grad():
+        flops = product_flops(lambda: encoder(batch))
+    rate = matmul_rate()
     difference = (outputs[True] - outputs[False]).abs().max().item()
     print(f"{sam.model_type} encoder, torch threads {torch.get_num_threads()}, {args.repeats} interleaved passes per side")
     print(f"  default BLAS linear  median {blas_s * 1000:8.1f} ms")
     print(f"  oneDNN linear        median {onednn_s * 1000:8.1f} ms   ({blas_s / onednn_s:.2f}x)")
     print(f"  max abs difference of the embeddings {difference:.2e} (values up to "
           f"{outputs[False].abs().max().item():.2f})")
+    at_rate_s = flops / rate
+    print(f"  arithmetic: {flops / 1e9:.1f} GFLOP per pass in products, convolutions and attention; "
+          f"this machine's float32 matrix product now: {rate / 1e9:.0f} GFLOP/s, {at_rate_s * 1000:.0f} ms "
+          f"per pass at that rate; the oneDNN median runs at {at_rate_s / onednn_s:.0%} of it")
     return 0
 
 

@@ -9,6 +9,12 @@
 (c) the same first search (no index) in this process vs ``--ray`` on a local Ray started by the
     script (its start-up timed apart; actor model loading counted in the search).
 
+It also counts the arithmetic behind (a) and (b) on the first 12 album images
+(``persam.timing.product_flops``: matrix products, convolutions, attention): the encoder pass
+and the second concept's ``find``, with how many candidates ``find`` decoded. (b) saves only the
+encoder, so at equal FLOP rates (b) is (E + F) / F times faster than (a), E and F the encoder's
+and ``find``'s GFLOP per image.
+
 (a) and (b) share one loaded model (not timed); (c) loads the model inside each timed search,
 on both sides. Without ``--album`` the album is ``--images`` generated 640x480 photos (textured
 background, a few coloured objects); without ``--concept`` the concepts are learned from
@@ -31,8 +37,11 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from persam import PerSAM, build_sam  # noqa: E402
+from persam import Concept, PerSAM, build_sam  # noqa: E402
+from persam.find import detect  # noqa: E402
 from persam.search import search  # noqa: E402
+from persam.timing import product_flops  # noqa: E402
+from sam_core import ImageReadError, load_image  # noqa: E402
 
 
 def generated_album(folder: Path, count: int, seed: int = 0) -> Path:
@@ -63,6 +72,29 @@ def generated_concepts(persam: PerSAM, folder: Path) -> list[Path]:
         image[mask] = colour
         paths.append(persam.learn(image, mask, name=name).save(folder / f"{name}.pt"))
     return paths
+
+
+def arithmetic(persam: PerSAM, album: Path, concept: Concept, images: int = 12) -> dict:
+    """GFLOP per image of the encoder and of ``find`` (mean over the first ``images`` readable
+    album images), and the candidates ``find`` found and decoded there."""
+    encoder, find, candidates, decoded, counted = 0.0, 0.0, 0, 0, 0
+    for path in sorted(p for p in album.rglob("*") if p.is_file()):
+        try:
+            image = load_image(path)
+        except ImageReadError:
+            continue
+        embeddings: list = []
+        stats: dict = {}
+        with torch.no_grad():
+            encoder += product_flops(lambda: embeddings.append(persam.engine.encode(image))) / 1e9
+            find += product_flops(lambda: detect(persam.engine, embeddings[0], concept, stats=stats)) / 1e9
+        candidates, decoded, counted = candidates + stats["candidates"], decoded + stats["decoded"], counted + 1
+        if counted == images:
+            break
+    if counted == 0:
+        raise SystemExit(f"no readable image in {album}")
+    return {"images_counted": counted, "encoder_gflop": encoder / counted, "find_gflop": find / counted,
+            "find_candidates": candidates / counted, "find_decoded": decoded / counted}
 
 
 def timed(label: str, function):
@@ -118,12 +150,13 @@ def main() -> None:
                               lambda: search([album], concepts[1:2], work / "b", persam=persam,
                                              index=work / "index", **common))
     assert second.encoded == 0 and second.index_hits == first.images, "the index was not used"
+    flops = arithmetic(persam, album, Concept.load(concepts[1]))
     entries = list((work / "index").rglob("*.pt"))
     index_bytes = sum(e.stat().st_size for e in entries) / max(1, len(entries))
     numbers = {"threads": torch.get_num_threads(), "load_average_start": os.getloadavg()[0],
                "images": first.images, "model": persam.model_type, "a_first_search_s": seconds_a,
                "b_second_concept_with_index_s": seconds_b, "speedup_b_vs_a": seconds_a / seconds_b,
-               "index_bytes_per_image": index_bytes}
+               "index_bytes_per_image": index_bytes, **flops}
     del persam
     if not args.no_ray:
         import ray
@@ -154,6 +187,11 @@ def main() -> None:
               f"Ray start) | {numbers['ray_s']:.1f} | {numbers['ray_s'] / n:.2f} |")
         print(f"rows equal: {numbers['ray_rows_equal_local']}")
     print(f"index: {index_bytes / 2**20:.2f} MiB per image")
+    encoder_gflop, find_gflop = numbers["encoder_gflop"], numbers["find_gflop"]
+    print(f"arithmetic per image (mean of {numbers['images_counted']}): encoder {encoder_gflop:.1f} GFLOP, "
+          f"find {find_gflop:.1f} GFLOP ({numbers['find_decoded']:.1f} of {numbers['find_candidates']:.1f} "
+          f"candidates decoded); at equal FLOP rates (b) would be "
+          f"{(encoder_gflop + find_gflop) / find_gflop:.1f}x faster than (a)")
     if args.json:
         from persam_files import write_json
 
