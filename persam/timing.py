@@ -69,13 +69,12 @@ def product_flops(function: Callable[[], object]) -> int:
     layers (``sam_core.common.Linear``); both are added here."""
     from torch.utils.flop_counter import FlopCounterMode  # benchmarks only: not at import
 
-    # keyed by operator packet, as FlopCounterMode looks them up; both exist in current torch
+    # keyed by operator packet, as FlopCounterMode looks them up
     extra = {}
-    if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
+    if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):  # torch >= 2.2
         extra[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_cpu_flops
-    if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+    if onednn_linear_enabled():  # (its one-time probe then runs here, not inside the count)
         extra[torch.ops.mkldnn._linear_pointwise] = _onednn_linear_flops
-    onednn_linear_enabled()  # its one-time probe runs now, not inside the count
     counter = FlopCounterMode(display=False, custom_mapping=extra)
     with counter:
         function()

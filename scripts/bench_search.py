@@ -11,7 +11,8 @@
 
 It also counts the arithmetic behind (a) and (b) on the first 12 album images
 (``persam.timing.product_flops``: matrix products, convolutions, attention): the encoder pass
-and the second concept's ``find``, with how many candidates ``find`` decoded. (b) saves only the
+and the second concept's ``find`` on the embeddings (b) read from the index, with how many
+candidates ``find`` decoded. (b) saves only the
 encoder, so at equal FLOP rates (b) is (E + F) / F times faster than (a), E and F the encoder's
 and ``find``'s GFLOP per image.
 
@@ -39,7 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from persam import Concept, PerSAM, build_sam  # noqa: E402
 from persam.find import detect  # noqa: E402
-from persam.search import search  # noqa: E402
+from persam.search import EmbeddingIndex, image_content_key, list_album, search  # noqa: E402
 from persam.timing import product_flops  # noqa: E402
 from sam_core import ImageReadError, load_image  # noqa: E402
 
@@ -74,26 +75,33 @@ def generated_concepts(persam: PerSAM, folder: Path) -> list[Path]:
     return paths
 
 
-def arithmetic(persam: PerSAM, album: Path, concept: Concept, images: int = 12) -> dict:
-    """GFLOP per image of the encoder and of ``find`` (mean over the first ``images`` readable
-    album images), and the candidates ``find`` found and decoded there."""
+def arithmetic(persam: PerSAM, album: Path, index: Path, concept: Concept, images: int = 12) -> dict:
+    """GFLOP per image of the encoder and of ``find`` on the first ``images`` readable album
+    images, with the candidates ``find`` found and decoded there. ``find`` runs on the
+    embeddings (b) read from ``index``; the encoder's count does not depend on the image (every
+    input is resized and padded to the same size), so it is counted on the first one only."""
+    store = EmbeddingIndex(index, persam.fingerprint)
     encoder, find, candidates, decoded, counted = 0.0, 0.0, 0, 0, 0
-    for path in sorted(p for p in album.rglob("*") if p.is_file()):
+    for item in list_album([album]):
         try:
-            image = load_image(path)
+            image = load_image(item.path)
         except ImageReadError:
             continue
-        embeddings: list = []
+        embedding = store.get(image_content_key(image), tuple(image.shape[:2]))
+        if embedding is None:
+            raise SystemExit(f"{item.path} is not in the index {index}")
+        if counted == 0:
+            with torch.no_grad():
+                encoder = product_flops(lambda: persam.engine.encode(image)) / 1e9
         stats: dict = {}
         with torch.no_grad():
-            encoder += product_flops(lambda: embeddings.append(persam.engine.encode(image))) / 1e9
-            find += product_flops(lambda: detect(persam.engine, embeddings[0], concept, stats=stats)) / 1e9
+            find += product_flops(lambda: detect(persam.engine, embedding, concept, stats=stats)) / 1e9
         candidates, decoded, counted = candidates + stats["candidates"], decoded + stats["decoded"], counted + 1
         if counted == images:
             break
     if counted == 0:
         raise SystemExit(f"no readable image in {album}")
-    return {"images_counted": counted, "encoder_gflop": encoder / counted, "find_gflop": find / counted,
+    return {"images_counted": counted, "encoder_gflop": encoder, "find_gflop": find / counted,
             "find_candidates": candidates / counted, "find_decoded": decoded / counted}
 
 
@@ -150,7 +158,7 @@ def main() -> None:
                               lambda: search([album], concepts[1:2], work / "b", persam=persam,
                                              index=work / "index", **common))
     assert second.encoded == 0 and second.index_hits == first.images, "the index was not used"
-    flops = arithmetic(persam, album, Concept.load(concepts[1]))
+    flops = arithmetic(persam, album, work / "index", Concept.load(concepts[1]))
     entries = list((work / "index").rglob("*.pt"))
     index_bytes = sum(e.stat().st_size for e in entries) / max(1, len(entries))
     numbers = {"threads": torch.get_num_threads(), "load_average_start": os.getloadavg()[0],

@@ -103,9 +103,11 @@ def test_bench_search_arithmetic(vit_t_checkpoint, tmp_path):
     spec.loader.exec_module(bench)
     persam = PerSAM(build_sam("auto", vit_t_checkpoint), cache_size=0)
     album = bench.generated_album(tmp_path / "album", 1)
-    (album / "notes.txt").write_text("not an image")  # skipped, not counted
+    (album / "broken.jpg").write_bytes(b"not an image")  # skipped, not counted
     concept = persam.learn(*_disc_reference())
-    numbers = bench.arithmetic(persam, album, concept)
+    bench.search([album], {"disc": concept}, tmp_path / "out", persam=persam, index=tmp_path / "index",
+                 progress=False)  # fills the index, as (a) does
+    numbers = bench.arithmetic(persam, album, tmp_path / "index", concept)
     assert numbers["images_counted"] == 1
     assert numbers["encoder_gflop"] == _tiny_vit_flops() / 1e9
     assert 1 <= numbers["find_decoded"] <= numbers["find_candidates"]
