@@ -2,7 +2,6 @@
 progress reports."""
 from __future__ import annotations
 
-import math
 import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
@@ -56,8 +55,10 @@ def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, 
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def _onednn_linear_flops(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
-    return 2 * math.prod(input_shape[:-1]) * input_shape[-1] * weight_shape[0]
+def _onednn_conv_flops(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import conv_flop_count
+
+    return conv_flop_count(input_shape, weight_shape, out_shape)
 
 
 def product_flops(function: Callable[[], object]) -> int:
@@ -65,8 +66,8 @@ def product_flops(function: Callable[[], object]) -> int:
     attention products that ``function()`` runs, counted by torch's ``FlopCounterMode`` per
     operator call from the shapes, whatever the timing. Elementwise work (activations, norms,
     softmax, copies) is not counted: this is the arithmetic a processor's matrix-product rate
-    bounds. torch's table lacks the CPU attention kernel and ``sam_core``'s oneDNN linear
-    layers (``sam_core.common.Linear``); both are added here."""
+    bounds. torch's table lacks the CPU attention kernel and the oneDNN convolution that
+    ``sam_core.common.Linear`` and ``sam_core.common.conv2d`` call directly; both are added here."""
     from torch.utils.flop_counter import FlopCounterMode  # benchmarks only: not at import
 
     # keyed by operator packet, as FlopCounterMode looks them up
@@ -74,7 +75,7 @@ def product_flops(function: Callable[[], object]) -> int:
     if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):  # torch >= 2.2
         extra[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_cpu_flops
     if onednn_linear_enabled():  # (its one-time probe then runs here, not inside the count)
-        extra[torch.ops.mkldnn._linear_pointwise] = _onednn_linear_flops
+        extra[torch.ops.aten.mkldnn_convolution] = _onednn_conv_flops
     counter = FlopCounterMode(display=False, custom_mapping=extra)
     with counter:
         function()

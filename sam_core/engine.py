@@ -66,10 +66,12 @@ class SamEngine:
         return self.sam.model_type
 
     def dense_pe(self) -> torch.Tensor:
-        """(1, 256, 64, 64) positional encoding of the embedding grid; a constant, so computed once."""
+        """(1, 256, 64, 64) positional encoding of the embedding grid; a constant, so computed
+        once, and kept channels-last: the decoder reads it as rows of channels."""
         if self._dense_pe is None or self._dense_pe.device != self.device:
             with torch.no_grad():
-                self._dense_pe = self.sam.prompt_encoder.get_dense_pe()
+                self._dense_pe = self.sam.prompt_encoder.get_dense_pe().contiguous(
+                    memory_format=torch.channels_last)
         return self._dense_pe
 
     def _channels_last(self, features: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d, Linear, MLPBlock, merge_windows, partition_windows
+from .common import Conv2d, LayerNorm2d, Linear, MLPBlock, merge_windows, partition_windows
 
 
 class PatchEmbed(nn.Module):
@@ -162,9 +162,9 @@ class ImageEncoderViT(nn.Module):
             for i in range(depth)
         )
         self.neck = nn.Sequential(
-            nn.Conv2d(embed_dim, out_chans, kernel_size=1, bias=False),
+            Conv2d(embed_dim, out_chans, kernel_size=1, bias=False),
             LayerNorm2d(out_chans),
-            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+            Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
             LayerNorm2d(out_chans),
         )
 

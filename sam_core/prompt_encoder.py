@@ -96,6 +96,108 @@ class PromptEncoder(nn.Module):
         embedding[:, 1, :] += self.point_embeddings[3].weight
         return embedding
 
+    def _downscale_masks(self, masks: torch.Tensor) -> torch.Tensor:
+        """``mask_downscaling``: (B, 1, 256, 256) -> (B, C, 64, 64), channels-last. The last
+        layer, a 1x1 convolution to C channels, runs on a channels-last input: its output is
+        then the layout the decoder adds to the image embedding and reads as rows (a
+        plain-layout result cost a slow mixed-layout add and a 4 MiB transposing copy per
+        decoder call), and the convolution itself is ~5x faster. Same values as the official
+        layer up to float rounding (oneDNN sums the 16 inputs in another order)."""
+        *layers, last = self.mask_downscaling
+        x = masks
+        for layer in layers:
+            x = layer(x)
+        return last(x.contiguous(memory_format=torch.channels_last))
+
+    def forward(self, size: tuple[int, int]) -> torch.Tensor:
+        """Dense encoding of an (h, w) grid of cell centres: (2 * F, h, w)."""
+        h, w = size
+        device = self.positional_encoding_gaussian_matrix.device
+        grid = torch.ones((h, w), device=device, dtype=torch.float32)
+        y_embed = (grid.cumsum(dim=0) - 0.5) / h
+        x_embed = (grid.cumsum(dim=1) - 0.5) / w
+        return self._encode(torch.stack([x_embed, y_embed], dim=-1)).permute(2, 0, 1)
+
+    def forward_with_coords(self, coords_input: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+        """Encode (B, N, 2) pixel coordinates of a padded input of ``image_size`` (h, w)."""
+        coords = coords_input.clone()
+        coords[:, :, 0] = coords[:, :, 0] / image_size[1]
+        coords[:, :, 1] = coords[:, :, 1] / image_size[0]
+        return self._encode(coords.to(torch.float))
+
+
+class PromptEncoder(nn.Module):
+    """Encodes prompts for the mask decoder.
+
+    Returns sparse embeddings (B, N, C) for points/boxes and dense embeddings
+    (B, C, 64, 64) for the mask input (or the learned 'no mask' embedding).
+    """
+
+    def __init__(
+        self,
+        embed_dim: int = 256,
+        image_embedding_size: tuple[int, int] = (64, 64),
+        input_image_size: tuple[int, int] = (1024, 1024),
+        mask_in_chans: int = 16,
+    ) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.input_image_size = input_image_size
+        self.image_embedding_size = image_embedding_size
+        self.pe_layer = PositionEmbeddingRandom(embed_dim // 2)
+        # 0/1: negative/positive point, 2/3: box corners.
+        self.point_embeddings = nn.ModuleList(nn.Embedding(1, embed_dim) for _ in range(4))
+        self.not_a_point_embed = nn.Embedding(1, embed_dim)
+        self.mask_input_size = (4 * image_embedding_size[0], 4 * image_embedding_size[1])
+        self.mask_downscaling = nn.Sequential(
+            nn.Conv2d(1, mask_in_chans // 4, kernel_size=2, stride=2),
+            LayerNorm2d(mask_in_chans // 4),
+            nn.GELU(),
+            nn.Conv2d(mask_in_chans // 4, mask_in_chans, kernel_size=2, stride=2),
+            LayerNorm2d(mask_in_chans),
+            nn.GELU(),
+            nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
+        )
+        self.no_mask_embed = nn.Embedding(1, embed_dim)
+
+    def get_dense_pe(self) -> torch.Tensor:
+        """Positional encoding of the image embedding grid: (1, C, 64, 64)."""
+        return self.pe_layer(self.image_embedding_size).unsqueeze(0)
+
+    def _embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
+        points = points + 0.5  # pixel centres
+        if pad:  # a 'not a point' token stands in for the missing box
+            points = torch.cat([points, torch.zeros((points.shape[0], 1, 2), device=points.device)], dim=1)
+            labels = torch.cat([labels, -torch.ones((labels.shape[0], 1), device=labels.device)], dim=1)
+        embedding = self.pe_layer.forward_with_coords(points, self.input_image_size)
+        embedding[labels == -1] = 0.0
+        embedding[labels == -1] += self.not_a_point_embed.weight
+        embedding[labels == 0] += self.point_embeddings[0].weight
+        embedding[labels == 1] += self.point_embeddings[1].weight
+        return embedding
+
+    def _embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
+        corners = (boxes + 0.5).reshape(-1, 2, 2)
+        embedding = self.pe_layer.forward_with_coords(corners, self.input_image_size)
+        embedding[:, 0, :] += self.point_embeddings[2].weight
+        embedding[:, 1, :] += self.point_embeddings[3].weight
+        return embedding
+
+    def _downscale_masks(self, masks: torch.Tensor) -> torch.Tensor:
+        """``mask_downscaling``: (B, 1, 256, 256) -> (B, C, 64, 64), channels-last. The last
+        layer, a 1x1 convolution to C channels, runs as one product on the pixel rows: its
+        output is then the channels-last layout the decoder adds to the image embedding and
+        reads as rows (a plain-layout result cost a 4 MiB transposing copy or a slow mixed-layout
+        add per decoder call)."""
+        *layers, last = self.mask_downscaling
+        x = masks
+        for layer in layers:
+            x = layer(x)
+        batch, chans, height, width = x.shape
+        rows = x.permute(0, 2, 3, 1).reshape(batch * height * width, chans)
+        out = torch.addmm(last.bias, rows, last.weight.view(last.out_channels, chans).t())
+        return out.view(batch, height, width, -1).permute(0, 3, 1, 2)
+
     def forward(
         self,
         points: tuple[torch.Tensor, torch.Tensor] | None,
@@ -120,7 +222,7 @@ class PromptEncoder(nn.Module):
         if boxes is not None:
             sparse = torch.cat([sparse, self._embed_boxes(boxes)], dim=1)
         if masks is not None:
-            dense = self.mask_downscaling(masks)
+            dense = self._downscale_masks(masks)
         else:
             dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
                 batch, -1, self.image_embedding_size[0], self.image_embedding_size[1]

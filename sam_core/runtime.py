@@ -42,19 +42,23 @@ def tune_memory_allocator() -> bool:
     return _applied
 
 
-# -- oneDNN matrix products for the encoders' linear layers ----------------------------------
-# PyTorch sends a float32 ``F.linear`` on the CPU to its BLAS (MKL in the PyPI wheels). For the
-# encoders' token-by-channel products (thousands of rows, 128-1280 channels) oneDNN's matmul,
-# which the same wheels carry for convolutions, was 13-80% faster per product on our 2-core
-# AMD EPYC machines, and 3-7% per vit_t encoder pass (docs/method.md 2). Below a few hundred
-# rows its set-up costs more than it saves, so small products stay on ``F.linear``.
+# -- oneDNN for the encoders' linear layers and 1x1 convolutions ----------------------------
+# PyTorch sends a float32 ``F.linear`` on the CPU to its BLAS (MKL in the PyPI wheels), and a
+# 1x1 convolution of one image to its own im2col + BLAS code when it runs on one thread. For the
+# encoders' token-by-channel products (thousands of rows, 64-1280 channels) oneDNN's direct
+# convolution, which the same wheels carry, is faster: a linear layer is a 1x1 convolution of
+# its rows taken as the pixels of a channels-last image. Per product it ran 10-25% faster than
+# oneDNN's matmul, which ran 13-80% faster than BLAS, on our 2-core AMD EPYC machines
+# (docs/method.md 2). Below a few hundred rows its set-up costs more than it saves, so small
+# products stay on ``F.linear``.
 ONEDNN_MIN_ROWS = 256
 _onednn_linear: bool | None = None
 
 
 def onednn_linear_enabled() -> bool:
-    """True when ``torch.ops.mkldnn._linear_pointwise`` exists and agrees with ``F.linear`` on
-    a small product (checked once per process), unless ``PERSAM_ONEDNN_LINEAR=0``."""
+    """True when oneDNN's convolution (``torch.ops.aten.mkldnn_convolution``) exists and a 1x1
+    convolution through it agrees with ``F.linear`` on a small product (checked once per
+    process), unless ``PERSAM_ONEDNN_LINEAR=0``."""
     global _onednn_linear
     if _onednn_linear is None:
         _onednn_linear = False
@@ -68,7 +72,10 @@ def onednn_linear_enabled() -> bool:
                 weight = torch.randn(5, 8, generator=generator)
                 bias = torch.randn(5, generator=generator)
                 with torch.no_grad():
-                    got = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+                    pixels = x.view(1, 300, 1, 8).permute(0, 3, 1, 2)
+                    got = torch.ops.aten.mkldnn_convolution(pixels, weight[:, :, None, None], bias,
+                                                            [0, 0], [1, 1], [1, 1], 1)
+                    got = got.permute(0, 2, 3, 1).reshape(300, 5)
                 _onednn_linear = bool(torch.allclose(got, F.linear(x, weight, bias), rtol=1e-5, atol=1e-5))
             except (AttributeError, RuntimeError, NotImplementedError):  # a build without oneDNN
                 _onednn_linear = False
@@ -76,8 +83,9 @@ def onednn_linear_enabled() -> bool:
 
 
 def set_onednn_linear(enabled: bool) -> bool:
-    """Turn the oneDNN route of ``common.Linear`` off (``False``) or back on where available
-    (``True``) for this process, e.g. to compare the two in one run; returns the new state."""
+    """Turn the oneDNN route of ``common.Linear`` and ``common.conv2d`` off (``False``) or back
+    on where available (``True``) for this process, e.g. to compare the two in one run;
+    returns the new state."""
     global _onednn_linear
     _onednn_linear = None if enabled else False
     return onednn_linear_enabled() if enabled else False

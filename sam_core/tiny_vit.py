@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d, Linear, gelu_fresh, merge_windows, partition_windows
+from .common import Conv2d, LayerNorm2d, Linear, conv2d, gelu_fresh, merge_windows, partition_windows
 
 
 class Conv2d_BN(nn.Sequential):  # noqa: N801 - the released checkpoints use this name
@@ -37,7 +37,7 @@ class Conv2d_BN(nn.Sequential):  # noqa: N801 - the released checkpoints use thi
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         weight = conv.weight * scale[:, None, None, None]
         bias = bn.bias - bn.running_mean * scale
-        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        return conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 class PatchEmbed(nn.Module):
@@ -290,9 +290,9 @@ class TinyViT(nn.Module):
         self.norm_head = nn.LayerNorm(embed_dims[-1])
         self.head = nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
         self.neck = nn.Sequential(
-            nn.Conv2d(embed_dims[-1], out_chans, kernel_size=1, bias=False),
+            Conv2d(embed_dims[-1], out_chans, kernel_size=1, bias=False),
             LayerNorm2d(out_chans),
-            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+            Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
             LayerNorm2d(out_chans),
         )
 

@@ -1,20 +1,23 @@
 #!/usr/bin/env python
-"""Time one image-encoder pass with the encoders' linear layers on oneDNN (the default) and on
-PyTorch's default BLAS, interleaved in one process on the same input, and set it against the
-arithmetic of the pass and this machine's matrix-product rate, measured in the same run:
+"""Time one image-encoder pass with the encoders' linear layers and convolutions on oneDNN's
+convolution (the default) and on PyTorch's default routes (BLAS for the linear layers),
+interleaved in one process on the same input, and set it against the arithmetic of the pass
+and this machine's matrix-product rate, measured in the same run:
 
     python scripts/bench_encoder.py --random vit_t [--threads 2] [--repeats 9]
     python scripts/bench_encoder.py --checkpoint mobile_sam.pt --image photo.jpg
 
-See ``sam_core/runtime.py`` (``Linear`` in ``sam_core/common.py``). Both sides run under
-``SamEngine``'s process settings; the embeddings of the two are compared as well. Timings on
-a shared machine are noisy: only the ratio of the medians from the same run means anything.
+See ``sam_core/runtime.py`` (``Linear`` and ``conv2d`` in ``sam_core/common.py``). Both sides
+run under ``SamEngine``'s process settings; the embeddings of the two are compared as well.
+Timings on a shared machine are noisy: only the ratio of the medians from the same run means
+anything.
 
 The arithmetic line counts the pass's matrix products, convolutions and attention products
 (``persam.timing.product_flops``) and divides by the float32 rate of a large matrix product
-(4096 x 1024 x 1024, the faster of BLAS and oneDNN) timed here: the time a pass would take if
-all its arithmetic ran as fast as a large matrix product, the fastest arithmetic torch does on
-a CPU. The rest of a pass is elementwise work and smaller, slower products.
+(4096 x 1024 x 1024, the fastest of BLAS and two oneDNN routes) timed here: the time a pass
+would take if all its arithmetic ran as fast as a large matrix product, the fastest
+arithmetic torch does on a CPU. The rest of a pass is elementwise work and smaller, slower
+products.
 """
 from __future__ import annotations
 
@@ -36,15 +39,19 @@ from sam_core import (SamEngine, build_sam, load_image, onednn_linear_enabled,  
 
 def matmul_rate(size: tuple[int, int, int] = (4096, 1024, 1024), repeats: int = 9) -> float:
     """Float32 FLOP/s of an (M x K) @ (K x N) product on this machine now: the median of
-    ``repeats`` timings, the faster of torch's matmul (BLAS) and oneDNN's linear."""
+    ``repeats`` timings, the fastest of torch's matmul (BLAS), oneDNN's matmul and oneDNN's
+    1x1 convolution of the M rows (the route of the encoders' linear layers)."""
     rows, inner, cols = size
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(rows, inner, generator=generator)
     weight = torch.randn(cols, inner, generator=generator)
     bias = torch.zeros(cols)
     products = [lambda: x @ weight.T]
-    if onednn_linear_enabled():
+    if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         products.append(lambda: torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], ""))
+    if onednn_linear_enabled():
+        pixels, kernel = x.view(1, rows, 1, inner).permute(0, 3, 1, 2), weight.view(cols, inner, 1, 1)
+        products.append(lambda: torch.ops.aten.mkldnn_convolution(pixels, kernel, bias, [0, 0], [1, 1], [1, 1], 1))
     best = 0.0
     with torch.no_grad():
         for product in products:
@@ -102,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     rate = matmul_rate()
     difference = (outputs[True] - outputs[False]).abs().max().item()
     print(f"{sam.model_type} encoder, torch threads {torch.get_num_threads()}, {args.repeats} interleaved passes per side")
-    print(f"  default BLAS linear  median {blas_s * 1000:8.1f} ms")
-    print(f"  oneDNN linear        median {onednn_s * 1000:8.1f} ms   ({blas_s / onednn_s:.2f}x)")
+    print(f"  PyTorch default routes  median {blas_s * 1000:8.1f} ms")
+    print(f"  oneDNN convolution      median {onednn_s * 1000:8.1f} ms   ({blas_s / onednn_s:.2f}x)")
     print(f"  max abs difference of the embeddings {difference:.2e} (values up to "
           f"{outputs[False].abs().max().item():.2f})")
     at_rate_s = flops / rate

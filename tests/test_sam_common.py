@@ -74,7 +74,7 @@ def _ops_called(fn) -> set[str]:
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_linear_many_rows_take_onednn_and_agree_with_f_linear(bias):
+def test_linear_many_rows_take_onednn_convolution_and_agree_with_f_linear(bias):
     from sam_core import onednn_linear_enabled
     from sam_core.runtime import ONEDNN_MIN_ROWS
 
@@ -84,7 +84,7 @@ def test_linear_many_rows_take_onednn_and_agree_with_f_linear(bias):
     with torch.no_grad():
         got = layer(x)
         ops = _ops_called(lambda: layer(x))
-    assert "mkldnn::_linear_pointwise" in ops
+    assert "aten::mkldnn_convolution" in ops
     want = F.linear(x, layer.weight, layer.bias)
     assert got.shape == want.shape == (2, ONEDNN_MIN_ROWS, 160)
     # Same products, another summation order: float32 rounding only (values are ~1).
@@ -98,7 +98,7 @@ def test_linear_few_rows_grad_and_off_switch_are_f_linear():
     few = torch.randn(9, 96)
     with torch.no_grad():
         assert torch.equal(layer(few), F.linear(few, layer.weight, layer.bias))
-        assert "mkldnn::_linear_pointwise" not in _ops_called(lambda: layer(few))
+        assert "aten::mkldnn_convolution" not in _ops_called(lambda: layer(few))
     many = torch.randn(512, 96, requires_grad=True)
     out = layer(many)  # autograd on: the oneDNN op has no backward, so F.linear
     out.sum().backward()
@@ -108,7 +108,7 @@ def test_linear_few_rows_grad_and_off_switch_are_f_linear():
         assert set_onednn_linear(False) is False
         with torch.no_grad():
             assert torch.equal(layer(many), F.linear(many, layer.weight, layer.bias))
-            assert "mkldnn::_linear_pointwise" not in _ops_called(lambda: layer(many))
+            assert "aten::mkldnn_convolution" not in _ops_called(lambda: layer(many))
     finally:
         assert set_onednn_linear(True) is True
 

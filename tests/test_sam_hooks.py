@@ -74,7 +74,14 @@ def test_prompt_encoder_is_bit_identical(setup, kind):
     o_sparse, o_dense = _encode_prompts(official.prompt_encoder, kind)
     sparse, dense = _encode_prompts(ours.prompt_encoder, kind)
     assert torch.equal(sparse, o_sparse)
-    assert dense.shape == o_dense.shape and torch.equal(dense, o_dense)
+    assert dense.shape == o_dense.shape
+    if "mask" in kind:
+        # the mask's last 1x1 convolution runs channels-last (prompt_encoder._downscale_masks):
+        # another summation order of 16 terms, so float32 rounding only
+        assert dense.is_contiguous(memory_format=torch.channels_last)
+        assert max_abs(dense, o_dense) <= 1e-6 * max(1.0, o_dense.abs().max().item())
+    else:
+        assert torch.equal(dense, o_dense)
     with torch.no_grad():
         assert torch.equal(ours.prompt_encoder.get_dense_pe(), official.prompt_encoder.get_dense_pe())
 
