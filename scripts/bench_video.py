@@ -17,7 +17,6 @@ per-frame medians (frames 1.., frame 0 is the reference) of:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time

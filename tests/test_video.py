@@ -13,7 +13,6 @@ Two kinds of engines:
 from __future__ import annotations
 
 import json
-import os
 import runpy
 import signal
 import subprocess
