@@ -46,7 +46,7 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     PyTorch itself sends a 1x1 convolution of one image running on one thread to im2col +
     BLAS, which was 10-25% slower here; other convolutions it already sends to oneDNN. Keeps
     a channels-last input channels-last."""
-    if _onednn_route(x, weight, bias):
+    if not isinstance(padding, str) and _onednn_route(x, weight, bias):
         pair = torch.nn.modules.utils._pair
         return torch.ops.aten.mkldnn_convolution(x, weight, bias, pair(padding), pair(stride),
                                                  pair(dilation), groups)

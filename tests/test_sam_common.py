@@ -113,6 +113,45 @@ def test_linear_few_rows_grad_and_off_switch_are_f_linear():
         assert set_onednn_linear(True) is True
 
 
+@pytest.mark.parametrize("in_chans, out_chans, kernel, stride, padding, groups, bias", [
+    (16, 48, 1, 1, 0, 1, True),     # a pointwise convolution (the MBConv's expand / project)
+    (24, 24, 3, 1, 1, 24, True),    # depthwise 3x3
+    (24, 24, 3, 2, 1, 24, False),   # depthwise 3x3, stride 2 (a merge)
+    (8, 32, 3, 1, 1, 1, False),     # a dense 3x3 (the neck)
+])
+def test_conv2d_takes_onednn_and_agrees_with_f_conv2d(in_chans, out_chans, kernel, stride, padding, groups, bias):
+    from sam_core import set_onednn_linear
+    from sam_core.common import Conv2d
+
+    torch.manual_seed(0)
+    layer = Conv2d(in_chans, out_chans, kernel, stride, padding, groups=groups, bias=bias)
+    x = torch.randn(1, in_chans, 20, 18).contiguous(memory_format=torch.channels_last)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # where PyTorch itself would not send a 1x1 convolution to oneDNN
+        with torch.no_grad():
+            got = layer(x)
+            assert "aten::mkldnn_convolution" in _ops_called(lambda: layer(x))
+            want = F.conv2d(x, layer.weight, layer.bias, stride, padding, 1, groups)
+            assert got.shape == want.shape
+            assert got.is_contiguous(memory_format=torch.channels_last)
+            assert (got - want).abs().max().item() < 1e-5
+            set_onednn_linear(False)
+            assert torch.equal(layer(x), want)  # the route off: F.conv2d itself
+    finally:
+        set_onednn_linear(True)
+        torch.set_num_threads(threads)
+
+
+def test_conv2d_with_string_padding_is_f_conv2d():
+    from sam_core.common import Conv2d
+
+    layer = Conv2d(4, 6, 3, padding="same")
+    x = torch.randn(1, 4, 9, 9)
+    with torch.no_grad():
+        assert torch.equal(layer(x), F.conv2d(x, layer.weight, layer.bias, padding="same"))
+
+
 def test_linear_keeps_nn_linear_state_dict():
     layer = _linear_layer()
     plain = torch.nn.Linear(96, 160)
