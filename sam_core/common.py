@@ -74,8 +74,7 @@ class Linear(nn.Linear):
                 and _onednn_route(x, self.weight, self.bias)):
             # rows -> pixels of a (1, C, rows, 1) channels-last image: a view of contiguous rows
             pixels = x.reshape(1, -1, 1, self.in_features).permute(0, 3, 1, 2)
-            out = torch.ops.aten.mkldnn_convolution(pixels, self.weight[:, :, None, None], self.bias,
-                                                    [0, 0], [1, 1], [1, 1], 1)
+            out = conv2d(pixels, self.weight[:, :, None, None], self.bias)
             return out.permute(0, 2, 3, 1).reshape(*x.shape[:-1], self.out_features)
         return F.linear(x, self.weight, self.bias)
 
