@@ -1,21 +1,24 @@
-"""Readers for images, masks and label maps: one set of rules for the whole project."""
+"""Readers for images, masks and label maps: one set of rules for the whole project.
+
+Masks: any nonzero pixel is the object, except in an image with transparency (an alpha channel
+with at least one pixel not fully opaque, e.g. a cut-out PNG), which is read by its alpha
+(object = alpha != 0)."""
 from __future__ import annotations
 
 import os
 import warnings
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageReadError, MaskReadError
 
-__all__ = ["IMAGE_SUFFIXES", "ImageLike", "MaskLike", "is_image_file", "list_images", "read_image",
-           "read_image_size", "read_label_map", "read_mask", "read_palette", "to_rgb_array"]
+__all__ = ["IMAGE_SUFFIXES", "ImageLike", "MaskLike", "is_image_file", "list_images", "mask_alpha",
+           "read_image", "read_image_size", "read_label_map", "read_mask", "read_palette", "to_rgb_array"]
 
-ImageLike = Union[str, os.PathLike, np.ndarray, Image.Image]
-MaskLike = Union[str, os.PathLike, np.ndarray, Image.Image]
+ImageLike = str | os.PathLike | np.ndarray | Image.Image
+MaskLike = str | os.PathLike | np.ndarray | Image.Image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -23,6 +26,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _WIDE_INTEGER_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
 _EXIF_ORIENTATION_TAG = 0x0112
 _TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}  # these rotate by 90 degrees: width and height swap
+# Pillow modes with an alpha band, and the array dtypes whose 4th channel is read as alpha.
+_ALPHA_MODES = ("RGBA", "LA", "PA")
+_ALPHA_DTYPES = (np.uint8, np.uint16)
 
 
 def is_image_file(path: Path) -> bool:
@@ -143,10 +149,35 @@ def read_image(source: ImageLike) -> np.ndarray:
         raise ImageReadError(f"image {path} could not be converted to RGB ({exc})") from None
 
 
+def mask_alpha(source: np.ndarray | Image.Image) -> np.ndarray | None:
+    """The alpha band of an image whose alpha carries the mask, else None.
+
+    Alpha carries the mask when the image has one (Pillow RGBA, LA, PA; an (H, W, 4) uint8 or
+    uint16 array) and at least one pixel is not fully opaque (alpha below the dtype's maximum):
+    a cut-out. A fully opaque alpha says nothing, and the image is read by its colours.
+    """
+    if isinstance(source, np.ndarray):
+        if source.ndim != 3 or source.shape[2] != 4 or source.dtype not in _ALPHA_DTYPES:
+            return None
+        alpha = source[:, :, 3]
+        opaque = np.iinfo(source.dtype).max
+    elif isinstance(source, Image.Image):
+        if source.mode not in _ALPHA_MODES:
+            return None
+        alpha = np.asarray(source.getchannel("A"))
+        opaque = 255
+    else:
+        return None
+    return alpha if alpha.size and bool((alpha < opaque).any()) else None
+
+
 def _pil_mask(image: Image.Image) -> np.ndarray:
     mode = image.mode
+    alpha = mask_alpha(image)
+    if alpha is not None:  # a cut-out: the transparent pixels are the background, whatever their colour
+        return alpha != 0
     if mode in ("PA", "LA"):
-        return np.asarray(image)[:, :, 0] != 0  # the index/value band; alpha is not the object
+        return np.asarray(image)[:, :, 0] != 0  # fully opaque: the index/value band is the mask
     if mode in ("RGB", "RGBA", "RGBX"):
         return (np.asarray(image)[:, :, :3] != 0).any(axis=2)
     if mode in ("P", "L", "1", "F") or mode in _WIDE_INTEGER_MODES:
@@ -157,12 +188,18 @@ def _pil_mask(image: Image.Image) -> np.ndarray:
 def read_mask(source: MaskLike, name: str | None = None) -> np.ndarray:
     """A mask as an (H, W) bool array: any nonzero value is the object.
 
-    Palette PNGs: index != 0; greyscale, 16-bit, 1-bit: value != 0; colour: any channel != 0
-    (alpha ignored). EXIF orientation applied, as for images. Raises :class:`MaskReadError`.
+    Palette PNGs: index != 0; greyscale, 16-bit, 1-bit: value != 0; colour: any channel != 0.
+    An image with transparency (RGBA / LA / PA, or an (H, W, 4) uint8/uint16 array, with at
+    least one pixel not fully opaque: a cut-out) is read by its alpha: alpha != 0 is the object
+    (:func:`mask_alpha`); a fully opaque alpha is ignored. EXIF orientation applied, as for
+    images. Raises :class:`MaskReadError`.
     """
     label = name or (f"mask {source}" if isinstance(source, (str, os.PathLike)) else "mask")
     if isinstance(source, np.ndarray):
-        if source.ndim == 3 and source.shape[2] in (1, 3, 4):
+        alpha = mask_alpha(source)
+        if alpha is not None:
+            mask = alpha != 0
+        elif source.ndim == 3 and source.shape[2] in (1, 3, 4):
             mask = (source[:, :, :3] != 0).any(axis=2)
         elif source.ndim == 2:
             mask = source != 0

@@ -31,9 +31,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     temp file is removed and the previous ``path``, if any, is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
-                                         dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
+                                             dir=path.parent)
+    except OSError as exc:  # name the file the caller asked for, not the temp file
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     os.close(handle)
     temp = Path(temp_name)
     try:
@@ -42,8 +45,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
             os.fsync(written.fileno())
         os.chmod(temp, _default_file_mode())
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as exc:
         temp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename in (temp_name, str(temp)):
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
     return path
 
