@@ -24,7 +24,7 @@ def device_name(text: str) -> str:
     return value
 
 
-def add_model_args(parser: argparse.ArgumentParser, method: bool = True) -> None:
+def add_model_args(parser: argparse.ArgumentParser, method: bool = True, concept: bool = True) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", default="auto", choices=("auto",) + MODEL_TYPES,
                        help="SAM variant (default: read from the checkpoint)")
@@ -35,11 +35,12 @@ def add_model_args(parser: argparse.ArgumentParser, method: bool = True) -> None
                             f"(default: {DEFAULT_MODEL}, MobileSAM, 40 MB)")
     group.add_argument("--device", default="cpu", type=device_name,
                        help="cpu, cuda, cuda:N or mps (default: cpu)")
-    if method:
+    if method:  # concept=False: the command takes no saved concept, so its help names none
+        concept_note = ("; with a saved concept, the concept's method is used and a different "
+                        "--method is ignored with a warning") if concept else ""
         group.add_argument("--method", default=DefaultStr("persam"), choices=METHODS,
                            help="persam: training-free; persam-f: fits two mask weights on the "
-                                "reference (default: persam; with a saved concept, the concept's "
-                                "method is used and a different --method is ignored with a warning)")
+                                f"reference (default: persam{concept_note})")
         group.add_argument("--fit-steps", type=positive_int, default=DefaultInt(1000), metavar="N",
                            help="PerSAM-F optimizer steps on the reference (default: 1000, as the paper)")
 

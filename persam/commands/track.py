@@ -11,19 +11,27 @@ import argparse
 import os
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
-
-from persam_files import (atomic_write, list_images, read_image, read_label_map, read_palette,
-                          save_label_png, voc_palette)
+from persam_files import (
+    IMAGE_SUFFIXES,
+    atomic_write,
+    list_images,
+    read_image,
+    read_image_size,
+    read_label_map,
+    read_palette,
+    save_label_png,
+    voc_palette,
+)
 
 from ..masks import load_mask
 from ..overlay import draw_overlay
 from .common import add_model_args, check_fit_steps, load_sam
-from .support import plural, show_progress
+from .support import check_output_dir, check_output_file, plural, show_progress
 
 VOID_ID = 255  # DAVIS: "void" pixels of a palette annotation, not an object
 DEFAULT_FPS = 24.0
@@ -34,7 +42,9 @@ class FrameSource:
 
     ``names``: output file stems, one per frame (image stems, or 00000... for a video; for a
     video the list is filled while iterating). ``first_frame()``: (H, W, 3) RGB uint8.
-    Opening checks that frames exist and the first one is readable.
+    Opening checks that frames exist and the first one is readable; for a folder, also that
+    every other frame is an image of the first one's size (read from its header, so a file
+    truncated after an intact header is only found when its frame is reached).
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -44,6 +54,11 @@ class FrameSource:
             raise FileNotFoundError(f"frames {self.path} not found (expected a folder of images or a video file)")
         self.is_video = not self.path.is_dir()
         if self.is_video:
+            if self.path.suffix.lower() in IMAGE_SUFFIXES:
+                read_image_size(self.path)  # not an image: Pillow's one-line error, not FFmpeg's log
+            # FFmpeg's own log ("[mjpeg @ 0x...] ...") would repeat the one-line error; it is read
+            # once per process, when OpenCV first opens a file with FFmpeg. A user's value wins.
+            os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
             capture = cv2.VideoCapture(str(self.path))
             try:
                 if not capture.isOpened():
@@ -68,6 +83,17 @@ class FrameSource:
                                  "(outputs are named after the frame names)")
             self.count_hint = len(self.paths)
             self._first = read_image(self.paths[0])
+            self._check_frame_sizes()
+
+    def _check_frame_sizes(self) -> None:
+        """Every frame of the folder readable and of the first frame's size, from the headers."""
+        height, width = self._first.shape[:2]
+        for path in self.paths[1:]:
+            frame_height, frame_width = read_image_size(path)  # ImageReadError naming the file
+            if (frame_height, frame_width) != (height, width):
+                raise ValueError(f"frame {path} is {frame_width}x{frame_height} (WxH) but the first "
+                                 f"frame {self.paths[0].name} is {width}x{height}; all frames must "
+                                 "have the same size")
 
     @property
     def first_name(self) -> str:
@@ -112,7 +138,7 @@ def read_first_mask(path: str | os.PathLike, frame_size: tuple[int, int],
     if indices is not None and set(np.unique(indices).tolist()) - {0, VOID_ID}:
         labels = np.where(indices == VOID_ID, 0, indices).astype(np.uint8)
     else:
-        labels = load_mask(path, allow_empty=True).astype(np.uint8)
+        labels = load_mask(path, allow_empty=True, allow_full=True).astype(np.uint8)
         palette = voc_palette()
     if labels.shape != (height, width):
         raise ValueError(f"first-frame mask {path} is {labels.shape[1]}x{labels.shape[0]} (WxH) but "
@@ -143,7 +169,7 @@ def check_video_name(path: str | os.PathLike) -> None:
                          f"(use a {' or '.join(VIDEO_SUFFIXES)} name)")
 
 
-def open_video_writer(path: Path, fps: float, size: tuple[int, int]) -> "cv2.VideoWriter":
+def open_video_writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
     """An mp4v writer for ``path`` (the temp file :func:`persam_files.atomic_write` gives)."""
     height, width = size
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
@@ -155,7 +181,7 @@ def open_video_writer(path: Path, fps: float, size: tuple[int, int]) -> "cv2.Vid
 
 def add_track_args(parser: argparse.ArgumentParser) -> None:
     """The ``track`` options (shared with scripts/track_video.py)."""
-    add_model_args(parser)
+    add_model_args(parser, concept=False)
     parser.add_argument("--frames", required=True, metavar="DIR_OR_VIDEO",
                         help="folder of frame images (sorted by name) or a video file")
     parser.add_argument("--first-mask", required=True, metavar="PNG",
@@ -189,18 +215,16 @@ def run(args: argparse.Namespace) -> int:
     first = source.first_frame()
     size = (int(first.shape[0]), int(first.shape[1]))
     labels, palette = read_first_mask(args.first_mask, size, frame_name=f"frame {source.first_name}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"output {out} exists and is not a folder")
+    out = check_output_dir(args.out)  # created by the first label map written
     if args.fps is not None and args.fps <= 0:
         raise ValueError("--fps must be positive")
 
     if args.video:
+        check_output_file(args.video, "--video")
         check_video_name(args.video)
     fit_steps = check_fit_steps(args)
 
     tracker = Tracker(load_sam(args), method=args.method, fit_steps=fit_steps)
-    out.mkdir(parents=True, exist_ok=True)
     colours = palette_colours(palette)
     current: dict = {}
 
