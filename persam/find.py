@@ -78,8 +78,9 @@ class Instance:
 class Detection:
     """The answer of ``find`` for one image and one concept.
 
-    present: at least one instance reached ``threshold``; score: the best instance's score
-    (0.0 when there is none); instances: those at or above ``threshold``, best first;
+    present: at least one instance reached ``threshold``; score: the best instance's score,
+    whether or not it reached the threshold (0.0 when there is no candidate at all), so
+    ``present == (score >= threshold)``; instances: those at or above ``threshold``, best first;
     image_size: (H, W) of the image, so an empty detection still has a label map.
     """
 
@@ -188,9 +189,12 @@ def suppress(instances: Sequence[Instance], max_overlap: float = MAX_OVERLAP) ->
 
 def make_detection(instances: Sequence[Instance], threshold: float, max_instances: int,
                    image_size: tuple[int, int]) -> Detection:
-    """Suppress duplicates, then keep at most ``max_instances`` instances scoring >= threshold."""
-    kept = [item for item in suppress(instances) if item.score >= threshold][:max_instances]
-    return Detection(present=bool(kept), score=kept[0].score if kept else 0.0, instances=kept,
+    """Suppress duplicates, then keep at most ``max_instances`` instances scoring >= threshold.
+    The detection's score is the best instance's, kept or not, so that an absent image still
+    says how near it came (presence is score >= threshold)."""
+    distinct = suppress(instances)
+    kept = [item for item in distinct if item.score >= threshold][:max_instances]
+    return Detection(present=bool(kept), score=distinct[0].score if distinct else 0.0, instances=kept,
                      threshold=float(threshold), image_size=tuple(image_size))
 
 
@@ -453,5 +457,5 @@ def calibration_from_scores(positive_scores: Sequence[float], negative_scores: S
 
 
 def best_score(detection: Detection) -> float:
-    """The presence score of an image: its best instance's score (0.0 with no instance)."""
+    """The presence score of an image: its best instance's score (0.0 with no candidate)."""
     return detection.score

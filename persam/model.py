@@ -245,7 +245,7 @@ class PerSAM:
 
     def presence_scores(self, images: Iterable[ImageLike], concept: Concept, max_instances: int = 10,
                         progress: Callable[[Iterable], Iterable] | None = None) -> list[float]:
-        """Each image's best instance score (0.0 when nothing is found), before any threshold."""
+        """Each image's best instance score (0.0 when there is no candidate), before any threshold."""
         images = progress(images) if progress is not None else images
         return [self.find(image, concept, threshold=float("-inf"), max_instances=max_instances).score
                 for image in images]

@@ -34,7 +34,7 @@ from sam_core import ImageEmbedding
 
 from .concept import Concept
 from .find import Detection
-from .model import PerSAM
+from .model import ImageSizeError, PerSAM, check_image_size
 from .overlay import draw_overlay
 
 RESULTS_FILE = "results.jsonl"
@@ -251,7 +251,9 @@ class SearchWorker:
         for position, result in enumerate(results):
             try:
                 images[position] = read_image(result.item.path)
-            except ImageReadError as exc:
+                check_image_size(images[position], result.item.path)
+            except (ImageReadError, ImageSizeError) as exc:
+                images.pop(position, None)
                 result.error = {"image": result.item.path, "size": result.item.size,
                                 "mtime_ns": result.item.mtime_ns, "error": str(exc).splitlines()[0]}
         embeddings = self._embed(images, results)
@@ -442,12 +444,18 @@ class SearchSummary:
     interrupted: bool = False
 
     def text(self) -> str:
-        lines = [f"{self.images} images searched ({self.skipped} done before this run; "
-                 f"{self.encoded} encoded, {self.index_hits} from the index), "
-                 f"{self.errors} unreadable" + (f" (see {self.out / ERRORS_FILE})" if self.errors else "")]
-        lines += [f"  {name}: {count} hits" for name, count in self.hits.items()]
+        files = self.images + self.errors
+        unreadable = f"{self.errors} could not be used" + (f" (see {self.out / ERRORS_FILE})" if self.errors else "")
+        lines = [f"{_count(files, 'file')}: {self.images} searched, {unreadable}; {self.skipped} of them "
+                 f"done before this run, {_count(self.encoded, 'encoder pass', 'encoder passes')} now, "
+                 f"{self.index_hits} from the index"]
+        lines += [f"  {name}: {_count(count, 'hit')}" for name, count in self.hits.items()]
         lines.append(f"results: {self.out / RESULTS_FILE}; contact sheet: {self.out / HTML_FILE}")
         return "\n".join(lines)
+
+
+def _count(count: int, singular: str, plural: str | None = None) -> str:
+    return f"{count} {singular if count == 1 else plural or singular + 's'}"
 
 
 class _OutputFolder:

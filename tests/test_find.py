@@ -74,9 +74,10 @@ def test_no_red_is_absent(stub):
     persam, concept = stub
     # A purple square is a candidate (similar colour) but scores below the threshold.
     detection = persam.find(image_with(SQUARES[:1], PURPLE), concept, threshold=THRESHOLD)
-    assert not detection.present and detection.instances == [] and detection.score == 0.0
+    assert not detection.present and detection.instances == []
     low = persam.find(image_with(SQUARES[:1], PURPLE), concept, threshold=0.0)
     assert len(low.instances) == 1 and 0.7 < low.score < THRESHOLD
+    assert detection.score == low.score  # an absent image still says how near it came
     assert not persam.find(canvas(), concept, threshold=0.0).present  # nothing above the floor
     assert detection.label_map().shape == (256, 256) and not detection.label_map().any()
 
@@ -264,7 +265,9 @@ def test_threshold_and_order():
     detection = make_detection(items, 0.5, 10, (32, 32))
     assert [i.score for i in detection.instances] == [0.7, 0.5] and detection.present
     assert detection.threshold == 0.5 and detection.score == 0.7
-    assert make_detection(items, 0.71, 10, (32, 32)).present is False
+    absent = make_detection(items, 0.71, 10, (32, 32))
+    assert absent.present is False and absent.instances == [] and absent.score == 0.7  # the near miss
+    assert make_detection([], 0.5, 10, (32, 32)).score == 0.0  # no candidate at all
     assert [i.score for i in make_detection(items, 0.0, 2, (32, 32)).instances] == [0.7, 0.5]
 
 
@@ -413,9 +416,10 @@ def test_real_decoder_skips_only_candidates_inside_a_kept_first_mask(real):
 def test_find_on_random_weights_respects_thresholds(real):
     persam, concept, image = real
     high = persam.find(image, concept, threshold=1e9)
-    assert not high.present and high.instances == [] and high.score == 0.0
+    assert not high.present and high.instances == []
     low = persam.find(image, concept, threshold=-1e9, max_instances=5)
     assert low.present and 1 <= len(low.instances) <= 5
+    assert high.score == low.score == low.instances[0].score
     for i, first in enumerate(low.instances):
         for second in low.instances[i + 1:]:
             overlap = np.count_nonzero(first.mask & second.mask)

@@ -10,7 +10,7 @@ import time
 import torch
 
 from .common import StageTimer, add_model_args, make_persam
-from .support import check_output_file, plural, progress_bar
+from .support import check_output_file, non_negative_int, plural, progress_bar
 
 HELP = "time PerSAM / PerSAM-F per stage (encode, location prior, decode+refine, fit)"
 STAGES = ("encode", "prior", "decode", "fit")
@@ -23,11 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bench", help=HELP,
         description=HELP + ". Learns each object of a PerSeg-layout folder from its reference and "
         "segments its images, timing every stage; prints a table (and JSON with --json).")
-    add_model_args(parser)
+    add_model_args(parser, concept=False)
     parser.add_argument("--data", required=True, metavar="DIR", help="PerSeg-layout folder")
     parser.add_argument("--ref-idx", default="00", help="reference image index (default: 00)")
-    parser.add_argument("--objects", type=int, default=0, help="use only the first N objects (0: all)")
-    parser.add_argument("--find-candidates", type=int, default=8, metavar="N",
+    parser.add_argument("--objects", type=non_negative_int, default=0, help="use only the first N objects (0: all)")
+    parser.add_argument("--find-candidates", type=non_negative_int, default=8, metavar="N",
                         help="also time 'find' with at most N candidates on each image's cached "
                              "embedding, against segment after the encoder (default: 8; 0: skip)")
     parser.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")

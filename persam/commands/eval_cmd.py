@@ -6,7 +6,7 @@ from functools import partial
 from pathlib import Path
 
 from .common import add_model_args, make_persam, positive_int
-from .support import check_output_file, progress_bar, show_progress
+from .support import check_output_file, progress_bar, show_progress, threshold_value
 
 __all__ = ["register"]
 
@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_find_eval_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ref-idx", default="00", metavar="NN", help="reference image index (default: 00)")
-    parser.add_argument("--threshold", type=float, default=None, metavar="T",
+    parser.add_argument("--threshold", type=threshold_value, default=None, metavar="T",
                         help="presence threshold (default: persam's default threshold)")
     parser.add_argument("--max-instances", type=positive_int, default=10, metavar="N", help="default: 10")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the scores as JSON")

@@ -5,7 +5,7 @@ import argparse
 import json
 
 from .common import add_model_args, add_output_args, add_reference_args, positive_int, prepare_image_run
-from .support import FAILURES_FILE, plural, run_batch
+from .support import FAILURES_FILE, plural, run_batch, threshold_value
 
 RESULTS_FILE = "results.jsonl"
 
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"OUT/{FAILURES_FILE}, the others are still searched (exit status 1 if any failed).")
     add_model_args(parser)
     add_reference_args(parser)
-    parser.add_argument("--threshold", type=float, default=None, metavar="T",
+    parser.add_argument("--threshold", type=threshold_value, default=None, metavar="T",
                         help="presence threshold on the instance score (default: the concept's "
                              "calibrated threshold, else persam's default)")
     parser.add_argument("--max-instances", type=positive_int, default=10, metavar="N",
@@ -58,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
     batch = run_batch(images, find_one, args, failures_file=out / FAILURES_FILE,
                       desc=f"find ({concept.method})", unit="img")
+    if not rows:  # every image failed: no stale results of an earlier run may stay behind
+        write_text(out / RESULTS_FILE, "")
     threshold = resolve_threshold(concept, args.threshold)
     summary = (f"{present} of {plural(batch.done, 'image')} contain the object (threshold {threshold:.4g}); "
                f"results in {out / RESULTS_FILE}")

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from .common import add_model_args, positive_int
-from .support import check_output_dir, show_progress
+from .support import check_output_dir, non_negative_float, show_progress, threshold_value
 
 HELP = "search a photo collection for one or more concepts (resumable; optional embedding index and Ray)"
 
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--concept", action="append", required=True, metavar="FILE",
                         help="a concept saved by 'persam learn'; repeat for several (named after the file)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (also the resume state)")
-    parser.add_argument("--threshold", type=float, default=None, metavar="T",
+    parser.add_argument("--threshold", type=threshold_value, default=None, metavar="T",
                         help="instance score needed for a hit (default: the concept's calibrated "
                              "threshold, else the library default)")
     parser.add_argument("--max-instances", type=positive_int, default=10, metavar="N",
@@ -40,11 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ray.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
                      help="run on Ray: a new local Ray without ADDRESS, else the cluster at ADDRESS "
                           "(e.g. auto, or HOST:6379 after 'ray start --head')")
-    ray.add_argument("--ray-actors", type=int, default=1, metavar="N",
-                     help="actors (model copies) in the pool (default: 1)")
-    ray.add_argument("--ray-cpus", type=float, default=1.0, metavar="C", help="CPUs per actor (default: 1)")
-    ray.add_argument("--ray-gpus", type=float, default=0.0, metavar="G",
-                     help="GPUs per actor (default: 0; use with --device cuda)")
+    ray.add_argument("--ray-actors", type=positive_int, default=None, metavar="N",
+                     help="actors (model copies) in the pool (default: 1; needs --ray)")
+    ray.add_argument("--ray-cpus", type=non_negative_float, default=None, metavar="C",
+                     help="CPUs per actor (default: 1; needs --ray)")
+    ray.add_argument("--ray-gpus", type=non_negative_float, default=None, metavar="G",
+                     help="GPUs per actor (default: 0; needs --ray; use with --device cuda)")
     parser.set_defaults(func=run)
 
 
@@ -52,12 +53,21 @@ def run(args: argparse.Namespace) -> int:
     from persam.search import SearchInterrupted, search
 
     check_output_dir(args.out)  # the search creates it (and resumes from what it holds)
+    if args.index is not None:
+        check_output_dir(args.index, "--index")
+    ray_options = {"--ray-actors": args.ray_actors, "--ray-cpus": args.ray_cpus, "--ray-gpus": args.ray_gpus}
+    if args.ray is None:
+        given = [flag for flag, value in ray_options.items() if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply to a Ray run: add --ray (or drop them)")
     try:
         summary = search(args.inputs, args.concept, args.out, checkpoint=args.checkpoint,
                          model_type=args.model, device=args.device, threshold=args.threshold,
                          max_instances=args.max_instances, masks=args.masks, overlays=args.overlay,
                          batch_size=args.batch, index=args.index, ray=args.ray,
-                         ray_actors=args.ray_actors, ray_cpus=args.ray_cpus, ray_gpus=args.ray_gpus,
+                         ray_actors=1 if args.ray_actors is None else args.ray_actors,
+                         ray_cpus=1.0 if args.ray_cpus is None else args.ray_cpus,
+                         ray_gpus=0.0 if args.ray_gpus is None else args.ray_gpus,
                          progress=show_progress(args))
     except SearchInterrupted as stop:
         print(f"persam search: interrupted; {stop.summary.images} images are done and saved in "

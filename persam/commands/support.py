@@ -18,6 +18,7 @@ import argparse
 import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -37,6 +38,39 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type for counts where 0 means "all" or "off": a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def threshold_value(text: str) -> float:
+    """argparse type for a score threshold: a number (``inf``: never present), not NaN."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value:
+        raise argparse.ArgumentTypeError("must be a number, not NaN")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type for amounts such as CPUs or GPUs per worker: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (0 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
 
@@ -142,7 +176,7 @@ def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     if path.exists() and not path.is_dir():
         raise OutputError(f"{flag} {path} is an existing file, not a folder; give a folder name "
                           "(it is created when the first result is written)")
-    _check_parents(path, flag)
+    _check_writable(path, flag)
     return path
 
 
@@ -151,18 +185,28 @@ def check_output_file(path: str | os.PathLike, flag: str = "--save") -> Path:
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{flag} {path} is a folder; give a file name")
-    _check_parents(path, flag)
+    _check_writable(path.parent, flag, shown=path)
     return path
 
 
-def _check_parents(path: Path, flag: str) -> None:
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutputError(f"{flag} {path}: {parent} is a file, so no folder can be made there")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise OutputError(f"{flag} {path}: no permission to write in {parent}")
-            return
+def _check_writable(folder: Path, flag: str, shown: Path | None = None) -> None:
+    """The nearest existing folder of ``folder`` (itself included) must take a new file.
+    Tried for real with a probe file, removed at once: permission bits say nothing for root
+    or on read-only or special file systems (/proc)."""
+    shown = shown or folder
+    for existing in (folder, *folder.parents):
+        if not existing.exists():
+            continue
+        if not existing.is_dir():
+            raise OutputError(f"{flag} {shown}: {existing} is a file, so no folder can be made there")
+        try:
+            handle, probe = tempfile.mkstemp(prefix=".persam-probe-", dir=existing)
+        except OSError as exc:
+            reason = (exc.strerror or str(exc)).lower()
+            raise OutputError(f"{flag} {shown}: cannot write in {existing} ({reason})") from None
+        os.close(handle)
+        os.unlink(probe)
+        return
 
 
 # -- inputs ------------------------------------------------------------------------------------
