@@ -13,28 +13,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from parity import save_random_checkpoint
 from persam import PerSAM, build_sam
 from persam.cli import main as cli
 from persam.search import ERRORS_FILE, RESULTS_FILE, read_jsonl, search
 from persam_files import write_bytes
 
-TINY_VIT = dict(embed_dim=64, depth=2, num_heads=4, global_attn_indexes=(1,))
 # A folder no file can be made in, even by root (permission bits do not stop root).
 UNWRITABLE = Path("/proc/persam-no-such-folder")
 needs_proc = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc (Linux)")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "tiny_vit.pth"
-    save_random_checkpoint("vit_b", path, seed=2, **TINY_VIT)
-    return path
-
-
-@pytest.fixture(scope="module")
-def concept(checkpoint, tmp_path_factory):
-    persam = PerSAM(build_sam("auto", checkpoint), cache_size=0)
+def concept(small_checkpoint, tmp_path_factory):
+    persam = PerSAM(build_sam("auto", small_checkpoint), cache_size=0)
     image = np.full((64, 64, 3), 120, np.uint8)
     image[20:44, 20:44] = (220, 30, 30)
     mask = np.zeros((64, 64), bool)
@@ -90,31 +81,31 @@ def test_a_writer_names_the_file_asked_for_not_its_temp_file():
     assert caught.value.filename == str(target) and ".tmp" not in str(caught.value)
 
 
-def test_find_where_every_image_fails_leaves_no_earlier_results(checkpoint, concept, photos, tmp_path, capsys):
+def test_find_where_every_image_fails_leaves_no_earlier_results(small_checkpoint, concept, photos, tmp_path, capsys):
     out = tmp_path / "out"
-    assert cli(["find", "--checkpoint", str(checkpoint), "--concept", str(concept), "--threshold", "0",
+    assert cli(["find", "--checkpoint", str(small_checkpoint), "--concept", str(concept), "--threshold", "0",
                 "--out", str(out), "--no-progress", str(photos / "big.png")]) == 0
     assert len((out / "results.jsonl").read_text().splitlines()) == 1
     capsys.readouterr()
-    status = cli(["find", "--checkpoint", str(checkpoint), "--concept", str(concept),
+    status = cli(["find", "--checkpoint", str(small_checkpoint), "--concept", str(concept),
                   "--out", str(out), "--no-progress", str(photos / "tiny.png")])
     assert status == 1 and "tiny.png" in capsys.readouterr().err
     assert (out / "results.jsonl").read_text() == ""  # not the earlier run's row for big.png
 
 
-def test_find_reports_how_near_an_absent_image_came(checkpoint, concept, photos, tmp_path):
+def test_find_reports_how_near_an_absent_image_came(small_checkpoint, concept, photos, tmp_path):
     rows = {}
     for threshold in ("0", "inf"):
         out = tmp_path / threshold
-        assert cli(["find", "--checkpoint", str(checkpoint), "--concept", str(concept), "--threshold",
+        assert cli(["find", "--checkpoint", str(small_checkpoint), "--concept", str(concept), "--threshold",
                     threshold, "--out", str(out), "--no-progress", str(photos / "big.png")]) == 0
         rows[threshold] = json.loads((out / "results.jsonl").read_text())
     assert rows["0"]["present"] and not rows["inf"]["present"] and rows["inf"]["instances"] == []
     assert rows["inf"]["score"] == rows["0"]["score"] == rows["0"]["instances"][0]["score"] > 0
 
 
-def test_search_refuses_images_too_small_to_segment(checkpoint, concept, photos, tmp_path):
-    summary = search([photos], [concept], tmp_path / "out", checkpoint=checkpoint)
+def test_search_refuses_images_too_small_to_segment(small_checkpoint, concept, photos, tmp_path):
+    summary = search([photos], [concept], tmp_path / "out", checkpoint=small_checkpoint)
     assert [row["image"] for row in read_jsonl(tmp_path / "out" / RESULTS_FILE)] == [str(photos / "big.png")]
     errors = read_jsonl(tmp_path / "out" / ERRORS_FILE)
     assert [row["image"] for row in errors] == [str(photos / "tiny.png")]

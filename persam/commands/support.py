@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -30,48 +31,31 @@ FAILURES_FILE = "failures.txt"
 # -- options every command has ---------------------------------------------------------------
 
 
-def positive_int(text: str) -> int:
-    """argparse type for counts (threads, steps, instances, batch sizes): a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _number(convert: Callable[[str], Any], what: str, allowed: Callable[[Any], bool], rule: str,
+            doc: str) -> Callable[[str], Any]:
+    """An argparse type: ``convert(text)`` ("expected WHAT" if it fails) that ``allowed`` accepts
+    (else ``rule``, with {text} for the text given)."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not allowed(value):
+            raise argparse.ArgumentTypeError(rule.format(text=text))
+        return value
+    parse.__doc__ = doc
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type for counts where 0 means "all" or "off": a whole number >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def threshold_value(text: str) -> float:
-    """argparse type for a score threshold: a number (``inf``: never present), not NaN."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value != value:
-        raise argparse.ArgumentTypeError("must be a number, not NaN")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type for amounts such as CPUs or GPUs per worker: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (0 <= value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+positive_int = _number(int, "a whole number", lambda value: value >= 1, "must be at least 1, got {text}",
+                       "argparse type for counts (threads, steps, instances, batch sizes): a whole number >= 1.")
+non_negative_int = _number(int, "a whole number", lambda value: value >= 0, "must be 0 or more, got {text}",
+                           'argparse type for counts where 0 means "all" or "off": a whole number >= 0.')
+threshold_value = _number(float, "a number", lambda value: not math.isnan(value), "must be a number, not NaN",
+                          "argparse type for a score threshold: a number (``inf``: never present), not NaN.")
+non_negative_float = _number(float, "a number", lambda value: 0 <= value < math.inf,
+                             "must be a finite number >= 0, got {text}",
+                             "argparse type for amounts such as CPUs or GPUs per worker: a finite number >= 0.")
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
