@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 import warnings
 
@@ -24,6 +25,13 @@ COMMAND_MODULES = ("segment", "find", "learn", "search", "calibrate", "perseg", 
 class Parser(argparse.ArgumentParser):
     """argparse with a one-line error: ``persam segment: error: ... (see persam segment --help)``
     instead of the usage block, so every problem is one line on stderr (exit status 2)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # "--ref-point -5,10": argparse reads a value starting with "-" as an option unless it
+        # looks like one negative number; comma lists of numbers are values too (private
+        # attribute, the only hook argparse has for this).
+        self._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-[\d.]+(,\s*-?[\d.]+)+$")
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")

@@ -135,3 +135,23 @@ def test_bench_counts_are_not_negative(flag, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         cli(["bench", "--data", str(tmp_path), flag, "-1"])
     assert stop.value.code == 2 and f"argument {flag}: must be 0 or more, got -1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["before", "after", "nowhere"])
+def test_debug_before_or_after_the_command(where, concept, photos, tmp_path, capsys):
+    command = ["segment", "--checkpoint", str(tmp_path / "none.pth"), "--concept", str(concept),
+               "--out", str(tmp_path / "out"), str(photos / "big.png")]
+    args = {"before": ["--debug", *command], "after": [*command, "--debug"], "nowhere": command}[where]
+    if where == "nowhere":
+        assert cli(args) == 1 and "none.pth not found" in error_line(capsys)
+    else:
+        with pytest.raises(Exception, match="none.pth not found"):  # the traceback, not one line
+            cli(args)
+
+
+def test_negative_coordinates_are_values_not_options():
+    from persam.cli import build_parser
+
+    args = build_parser().parse_args(["learn", "--ref-image", "a.jpg", "--ref-point", "-5,10",
+                                      "--ref-box", "-1.5,-2,30,40", "--save", "c.pt"])
+    assert args.ref_point == [(-5.0, 10.0)] and args.ref_box == (-1.5, -2.0, 30.0, 40.0)

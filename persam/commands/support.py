@@ -59,7 +59,7 @@ non_negative_float = _number(float, "a number", lambda value: 0 <= value < math.
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
-    """Add ``--no-progress`` and ``--threads`` unless the parser already has them (idempotent),
+    """Add ``--no-progress``, ``--threads`` and ``--debug`` unless the parser already has them (idempotent),
     and remember the parser's name ("persam eval perseg") for messages."""
     options = parser._option_string_actions  # argparse has no public "has option" query
     if "--no-progress" not in options:
@@ -68,6 +68,11 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     if "--threads" not in options:
         parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
                             help="CPU threads torch may use (default: torch uses every core)")
+    if "--debug" not in options:
+        # Also after the command (``persam segment ... --debug``); SUPPRESS: when not given here,
+        # the sub-command must not overwrite a ``persam --debug segment`` with its default.
+        parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                            help="show full tracebacks on errors (also allowed before the command)")
     parser.set_defaults(command_label=parser.prog)
 
 
