@@ -36,6 +36,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
                                              dir=path.parent)
     except OSError as exc:  # name the file the caller asked for, not the temp file
+        if exc.errno is None:
+            raise
         raise OSError(exc.errno, exc.strerror, str(path)) from None
     os.close(handle)
     temp = Path(temp_name)
@@ -47,7 +49,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         os.replace(temp, path)
     except BaseException as exc:
         temp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename in (temp_name, str(temp)):
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename in (temp_name, str(temp)):
             raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
     return path
