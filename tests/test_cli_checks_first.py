@@ -155,3 +155,16 @@ def test_negative_coordinates_are_values_not_options():
     args = build_parser().parse_args(["learn", "--ref-image", "a.jpg", "--ref-point", "-5,10",
                                       "--ref-box", "-1.5,-2,30,40", "--save", "c.pt"])
     assert args.ref_point == [(-5.0, 10.0)] and args.ref_box == (-1.5, -2.0, 30.0, 40.0)
+
+
+@pytest.mark.parametrize("command, takes_concept", [
+    (["segment"], True), (["find"], True), (["learn"], False), (["davis"], False),
+    (["eval", "presence"], False), (["eval", "instances"], False), (["app"], False),
+])
+def test_method_help_names_a_saved_concept_only_where_one_is_taken(command, takes_concept, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli([*command, "--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines anywhere
+    assert "--method" in text
+    assert ("with a saved concept, the concept's method is used" in text) == takes_concept

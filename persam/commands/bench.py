@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bench", help=HELP,
         description=HELP + ". Learns each object of a PerSeg-layout folder from its reference and "
         "segments its images, timing every stage; prints a table (and JSON with --json).")
-    add_model_args(parser, concept=False)
+    add_model_args(parser)
     parser.add_argument("--data", required=True, metavar="DIR", help="PerSeg-layout folder")
     parser.add_argument("--ref-idx", default="00", help="reference image index (default: 00)")
     parser.add_argument("--objects", type=non_negative_int, default=0, help="use only the first N objects (0: all)")

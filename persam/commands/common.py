@@ -24,7 +24,7 @@ def device_name(text: str) -> str:
     return value
 
 
-def add_model_args(parser: argparse.ArgumentParser, method: bool = True, concept: bool = True) -> None:
+def add_model_args(parser: argparse.ArgumentParser, method: bool = True, concept: bool = False) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", default="auto", choices=("auto",) + MODEL_TYPES,
                        help="SAM variant (default: read from the checkpoint)")
@@ -35,7 +35,7 @@ def add_model_args(parser: argparse.ArgumentParser, method: bool = True, concept
                             f"(default: {DEFAULT_MODEL}, MobileSAM, 40 MB)")
     group.add_argument("--device", default="cpu", type=device_name,
                        help="cpu, cuda, cuda:N or mps (default: cpu)")
-    if method:  # concept=False: the command takes no saved concept, so its help names none
+    if method:  # concept: the command also takes a saved concept (--concept), whose method wins
         concept_note = ("; with a saved concept, the concept's method is used and a different "
                         "--method is ignored with a warning") if concept else ""
         group.add_argument("--method", default=DefaultStr("persam"), choices=METHODS,

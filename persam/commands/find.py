@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "palette PNG instance map (0 background, i for instance i, best first). Folders are searched "
         "recursively and mirrored under OUT; an image that fails is listed at the end and in "
         f"OUT/{FAILURES_FILE}, the others are still searched (exit status 1 if any failed).")
-    add_model_args(parser)
+    add_model_args(parser, concept=True)
     add_reference_args(parser)
     parser.add_argument("--threshold", type=threshold_value, default=None, metavar="T",
                         help="presence threshold on the instance score (default: the concept's "

@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "segmented, and nothing is scored (exit status 1).")
     parser.add_argument("--data", required=True, metavar="DIR",
                         help="PerSeg root with Images/<object>/NN.jpg and Annotations/<object>/NN.png")
-    add_model_args(parser, concept=False)
+    add_model_args(parser)
     parser.add_argument("--ref-idx", default="00",
                         help="index of the reference image of each object (default: 00)")
     parser.add_argument("--out", required=True, metavar="DIR",

@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "d1/x.jpg and d2/x.jpg give OUT/d1/x.png and OUT/d2/x.png). An image that fails is listed "
         f"at the end and in OUT/{FAILURES_FILE}; the others are still segmented (exit status 1 if "
         "any failed).")
-    add_model_args(parser)
+    add_model_args(parser, concept=True)
     add_reference_args(parser)
     add_output_args(parser, "also write OUT/<name>_overlay.jpg with the mask and prompt points drawn")
     parser.set_defaults(func=run)

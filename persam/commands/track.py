@@ -181,7 +181,7 @@ def open_video_writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.Vide
 
 def add_track_args(parser: argparse.ArgumentParser) -> None:
     """The ``track`` options (shared with scripts/track_video.py)."""
-    add_model_args(parser, concept=False)
+    add_model_args(parser)
     parser.add_argument("--frames", required=True, metavar="DIR_OR_VIDEO",
                         help="folder of frame images (sorted by name) or a video file")
     parser.add_argument("--first-mask", required=True, metavar="PNG",
