@@ -55,19 +55,17 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out)  # the search creates it (and resumes from what it holds)
     if args.index is not None:
         check_output_dir(args.index, "--index")
-    ray_options = {"--ray-actors": args.ray_actors, "--ray-cpus": args.ray_cpus, "--ray-gpus": args.ray_gpus}
-    if args.ray is None:
-        given = [flag for flag, value in ray_options.items() if value is not None]
-        if given:
-            raise ValueError(f"{', '.join(given)} only apply to a Ray run: add --ray (or drop them)")
+    # Only the Ray options given are passed on: their defaults are search()'s own.
+    given = {flag: value for flag, value in (("--ray-actors", args.ray_actors), ("--ray-cpus", args.ray_cpus),
+                                             ("--ray-gpus", args.ray_gpus)) if value is not None}
+    if given and args.ray is None:
+        raise ValueError(f"{', '.join(given)} only apply to a Ray run: add --ray (or drop them)")
+    ray_options = {flag[2:].replace("-", "_"): value for flag, value in given.items()}
     try:
         summary = search(args.inputs, args.concept, args.out, checkpoint=args.checkpoint,
                          model_type=args.model, device=args.device, threshold=args.threshold,
                          max_instances=args.max_instances, masks=args.masks, overlays=args.overlay,
-                         batch_size=args.batch, index=args.index, ray=args.ray,
-                         ray_actors=1 if args.ray_actors is None else args.ray_actors,
-                         ray_cpus=1.0 if args.ray_cpus is None else args.ray_cpus,
-                         ray_gpus=0.0 if args.ray_gpus is None else args.ray_gpus,
+                         batch_size=args.batch, index=args.index, ray=args.ray, **ray_options,
                          progress=show_progress(args))
     except SearchInterrupted as stop:
         print(f"persam search: interrupted; {stop.summary.images} images are done and saved in "

@@ -16,17 +16,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from persam_files import (
-    IMAGE_SUFFIXES,
-    atomic_write,
-    list_images,
-    read_image,
-    read_image_size,
-    read_label_map,
-    read_palette,
-    save_label_png,
-    voc_palette,
-)
+
+from persam_files import (IMAGE_SUFFIXES, atomic_write, list_images, read_image, read_image_size,
+                          read_label_map, read_palette, save_label_png, voc_palette)
 
 from ..masks import load_mask
 from ..overlay import draw_overlay
