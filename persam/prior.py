@@ -39,7 +39,14 @@ def reference_grid(mask: np.ndarray, label: str = "reference mask", fill: int = 
     """:func:`mask_to_feature_grid`, with a clear error when no cell is target."""
     grid = mask_to_feature_grid(mask, fill)
     if not bool(grid.any()):
-        raise EmptyTargetError(f"{label}: mask too small or empty for the 64x64 feature grid")
+        pixels = int(np.count_nonzero(mask))
+        if pixels == 0:
+            raise EmptyTargetError(f"{label}: mask is empty")
+        cell = max(mask.shape[:2]) / 64  # a feature cell, in pixels of this image
+        raise EmptyTargetError(
+            f"{label}: mask too small, thin or scattered for the 64x64 feature grid ({pixels} object "
+            f"pixel{'s' if pixels != 1 else ''}, none where SAM samples its cells: one cell per "
+            f"~{cell:.0f}x{cell:.0f} pixels here)")
     return grid
 
 

@@ -75,7 +75,7 @@ def test_mask_too_small_for_the_feature_grid(small_checkpoint, pair, tmp_path, c
     tiny[60, 80] = 255
     Image.fromarray(tiny).save(tmp_path / "tiny.png")
     assert segment(small_checkpoint, ref_image, tmp_path / "tiny.png", tmp_path / "o", test) == 1
-    one_line_error(capsys, "tiny.png", "mask too small or empty")
+    one_line_error(capsys, "tiny.png", "mask too small, thin or scattered", "1 object pixel,")
 
 
 def test_empty_input_folder(small_checkpoint, pair, tmp_path, capsys):

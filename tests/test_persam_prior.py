@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from persam.prior import (MASK_FILL_VIDEO, attention_guidance, best_and_worst_points,
-                          mask_to_feature_grid, max_mean_embedding, mean_embedding, normalized,
+from persam.prior import (MASK_FILL_VIDEO, EmptyTargetError, attention_guidance, best_and_worst_points,
+                          mask_to_feature_grid, max_mean_embedding, mean_embedding, normalized, reference_grid,
                           similarity_map, target_cells)
 from sam_core import ImageEmbedding
 
@@ -132,3 +132,17 @@ def test_attention_guidance_matches_formula():
     guidance = attention_guidance(sim)
     assert guidance.shape == (1, 1, 1, 4096)
     np.testing.assert_allclose(guidance.numpy().reshape(64, 64), expected.reshape(64, 64), atol=1e-5)
+
+
+def test_reference_grid_names_the_empty_and_the_scattered_mask():
+    with pytest.raises(EmptyTargetError, match=r"^ref\.png: mask is empty$"):
+        reference_grid(np.zeros((64, 80), bool), "ref.png")
+    # 4096 object pixels, one in every 8x8 block: many pixels, yet no cell of the grid is target
+    scattered = np.zeros((512, 512), bool)
+    scattered[::8, ::8] = True
+    assert not mask_to_feature_grid(scattered).any()
+    with pytest.raises(EmptyTargetError, match=r"thin or scattered .*\(4096 object pixels, .* ~8x8 pixels here\)"):
+        reference_grid(scattered, "ref.png")
+    solid = np.zeros((512, 512), bool)
+    solid[100:200, 100:200] = True
+    assert reference_grid(solid).sum() > 0
