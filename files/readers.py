@@ -86,7 +86,11 @@ def _upright(image: Image.Image) -> Image.Image:
     return image if upright is None else upright
 
 
-def _to_8bit(array: np.ndarray) -> np.ndarray:
+def _to_8bit(array: np.ndarray, name: str = "image array") -> np.ndarray:
+    """uint8 as is; bool False/True -> 0/255; float 0..1 (or 0..255) scaled and rounded; uint16
+    is 16-bit data and keeps its top 8 bits (v >> 8, as OpenCV's imread does); any other
+    integer type holds 8-bit values (e.g. an image after ``astype(int)``) and must stay in
+    0..255."""
     if array.dtype == np.uint8:
         return array
     if array.dtype == np.bool_:
@@ -95,10 +99,18 @@ def _to_8bit(array: np.ndarray) -> np.ndarray:
         finite = np.nan_to_num(array.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
         scale = 255.0 if finite.size and float(finite.max()) <= 1.0 else 1.0
         return np.clip(finite * scale + 0.5, 0, 255).astype(np.uint8)
-    if np.issubdtype(array.dtype, np.integer) and array.dtype.itemsize >= 2:
-        # 16-bit data keeps its top 8 bits (v >> 8), as OpenCV's imread does; wider ints clip first.
-        return (np.clip(array, 0, 65535).astype(np.uint16) >> 8).astype(np.uint8)
-    return np.clip(array, 0, 255).astype(np.uint8)
+    if array.dtype == np.uint16:
+        if array.size and int(array.max()) <= 255:
+            warnings.warn(f"{name} is uint16 with values 0..{int(array.max())}: read as 16-bit data that "
+                          "is nearly black; pass uint8 if these are 8-bit values", stacklevel=3)
+        return (array >> 8).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+        if low < 0 or high > 255:
+            raise ImageReadError(f"{name} is {array.dtype} with values {low}..{high}; expected 8-bit values "
+                                 "0..255 (or uint16 for 16-bit data, or floats 0..1)")
+        return array.astype(np.uint8)
+    raise ImageReadError(f"{name} has dtype {array.dtype}; expected uint8, uint16, float or bool pixels")
 
 
 def to_rgb_array(array: np.ndarray, name: str = "image array") -> np.ndarray:
@@ -107,9 +119,9 @@ def to_rgb_array(array: np.ndarray, name: str = "image array") -> np.ndarray:
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim == 2:
-        array = np.repeat(_to_8bit(array)[:, :, None], 3, axis=2)
+        array = np.repeat(_to_8bit(array, name)[:, :, None], 3, axis=2)
     elif array.ndim == 3 and array.shape[2] in (3, 4):
-        array = _to_8bit(array[:, :, :3])
+        array = _to_8bit(array[:, :, :3], name)
     else:
         raise ImageReadError(f"{name} has shape {array.shape}; expected (H, W), (H, W, 3) or (H, W, 4)")
     if array.shape[0] == 0 or array.shape[1] == 0:
@@ -120,7 +132,9 @@ def to_rgb_array(array: np.ndarray, name: str = "image array") -> np.ndarray:
 def _pil_to_rgb(image: Image.Image, name: str) -> np.ndarray:
     if image.mode == "RGB":
         return to_rgb_array(np.asarray(image), name)
-    if image.mode in _WIDE_INTEGER_MODES or image.mode == "F":
+    if image.mode in _WIDE_INTEGER_MODES:  # 16-bit data (mode "I" holds it in int32)
+        return to_rgb_array(np.clip(np.asarray(image), 0, 65535).astype(np.uint16), name)
+    if image.mode == "F":
         return to_rgb_array(np.asarray(image), name)
     return to_rgb_array(np.asarray(image.convert("RGB")), name)  # L, P, RGBA (alpha dropped), CMYK...
 
@@ -139,6 +153,8 @@ def read_image(source: ImageLike) -> np.ndarray:
             raise
         except Exception as exc:
             raise ImageReadError(f"image could not be converted to RGB ({exc})") from None
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"an image is a path, a PIL image or a numpy array, not {type(source).__name__}")
     path = Path(source)
     image = _open_decoded(path, "image", ImageReadError)
     try:
@@ -208,6 +224,8 @@ def read_mask(source: MaskLike, name: str | None = None) -> np.ndarray:
     elif isinstance(source, Image.Image):
         mask = _pil_mask(_upright(source))
     else:
+        if not isinstance(source, (str, os.PathLike)):
+            raise TypeError(f"a mask is a path, a PIL image or a numpy array, not {type(source).__name__}")
         path = Path(source)
         image = _open_decoded(path, "mask", MaskReadError)
         try:

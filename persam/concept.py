@@ -104,6 +104,8 @@ class Concept:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Concept":
+        """A concept saved by :meth:`save` (any suffix); :class:`ConceptError` naming the file
+        when it is missing, not a concept file, damaged or from a newer persam."""
         path = Path(path)
         if not path.exists():
             raise ConceptError(f"concept file {path} not found")

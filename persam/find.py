@@ -69,6 +69,7 @@ class Instance:
         return int(np.count_nonzero(self.mask))
 
     def to_dict(self) -> dict:
+        """JSON-ready fields (the mask left out): score, iou_score, similarity, box, area."""
         return {"score": float(self.score), "iou_score": float(self.iou_score),
                 "similarity": float(self.similarity), "box": [int(v) for v in self.box],
                 "area": self.area}
@@ -100,6 +101,7 @@ class Detection:
         return labels
 
     def to_dict(self) -> dict:
+        """JSON-ready fields, as in ``find``'s results.jsonl: present, score, instances."""
         return {"present": bool(self.present), "score": float(self.score),
                 "instances": [instance.to_dict() for instance in self.instances]}
 

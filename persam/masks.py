@@ -81,9 +81,13 @@ def load_mask(source: MaskLike, expected_size: tuple[int, int] | None = None,
     except MaskReadError as exc:  # one error type for callers of load_mask
         raise MaskError(str(exc)) from None
     if expected_size is not None and tuple(mask.shape[:2]) != tuple(expected_size):
+        hint = ""
+        if tuple(mask.shape[:2]) == tuple(expected_size)[::-1]:  # width and height swapped
+            hint = ("; images are read upright (their EXIF orientation applied): was the mask drawn on "
+                    "the photo before it was turned?")
         raise MaskError(
             f"{label} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is "
-            f"{expected_size[1]}x{expected_size[0]}"
+            f"{expected_size[1]}x{expected_size[0]}{hint}"
         )
     if not allow_empty and not mask.any():
         raise MaskError(f"{label} is empty (no object pixels)")

@@ -10,6 +10,7 @@ from typing import Callable, ContextManager, Iterable, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from sam_core import ImageEmbedding, ImageLike, Sam, SamEngine, build_sam, load_image, model_fingerprint
 
@@ -71,6 +72,7 @@ class Segmentation:
 
     @property
     def empty(self) -> bool:
+        """True when the mask has no object pixel."""
         return not bool(self.mask.any())
 
 
@@ -91,6 +93,7 @@ class PerSAM:
         self.cache = EmbeddingCache(cache_size)
         self.fit_steps = fit_steps
         self.fingerprint = model_fingerprint(self.engine.sam)
+        self._warned_concepts: set[tuple[str, str]] = set()  # (name, fingerprint) already warned about
         # Optional ``timer(stage)`` context manager (e.g. ``StageTimer``) for benchmarks.
         self.timer: Callable[[str], ContextManager] | None = None
 
@@ -100,6 +103,10 @@ class PerSAM:
     @classmethod
     def from_checkpoint(cls, checkpoint: str | os.PathLike, model_type: str = "auto",
                         device: str | None = None, **kwargs) -> "PerSAM":
+        """Build SAM from ``checkpoint`` (a file, a model name such as "vit_t", downloaded and
+        checked on first use, or a transformers folder / hub id; ``model_type`` "auto" reads it
+        from the weights) on ``device`` (default: the CPU), then this class on it;
+        ``kwargs`` go to the constructor (e.g. ``cache_size``, ``fit_steps``)."""
         return cls(build_sam(model_type, checkpoint, device=device), **kwargs)
 
     @property
@@ -133,11 +140,24 @@ class PerSAM:
     def learn(self, image: ImageLike | Sequence[tuple[ImageLike, MaskLike]], mask: MaskLike | None = None,
               method: str | None = None, name: str = "") -> Concept:
         """Learn a concept from a reference image and its mask, or from a list of
-        (image, mask) pairs (few-shot: the target cells of all references are pooled)."""
+        (image, mask) pairs (few-shot: the target cells of all references are pooled).
+
+        ``method``: "persam" (training-free) or "persam-f" (fits the two mask weights on the
+        references); the model's default when None. ``name`` is stored in the concept.
+        """
         method = method or self.method
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
-        pairs = [(image, mask)] if mask is not None else list(image)  # type: ignore[arg-type]
+        if mask is not None:
+            pairs = [(image, mask)]
+        elif _is_one_image(image):
+            raise TypeError("learn() needs the reference's mask: learn(image, mask), "
+                            "or a list of (image, mask) pairs")
+        else:
+            pairs = list(image)  # type: ignore[arg-type]
+            if not all(isinstance(pair, (tuple, list)) and len(pair) == 2 for pair in pairs):
+                raise TypeError("learn() takes a list of (image, mask) pairs; for one reference, "
+                                "learn(image, mask)")
         if not pairs:
             raise ValueError("learn() needs at least one (image, mask) pair")
         references = []
@@ -169,18 +189,23 @@ class PerSAM:
                                      stage=self._stage)
 
     # -- segmentation --------------------------------------------------------------------
-    def check_concept(self, concept: Concept) -> None:
+    def check_concept(self, concept: Concept, *, stacklevel: int = 2) -> None:
+        """Refuse a concept learned with another SAM type (:class:`ConceptError`); warn, once per
+        concept, about one learned with another checkpoint of this type (``stacklevel`` as
+        for :func:`warnings.warn`, counted from the caller of this method)."""
+        label = f"concept '{concept.name}'" if concept.name else "concept"
         if concept.model_type != self.model_type:
-            label = f"concept '{concept.name}'" if concept.name else "concept"
             raise ConceptError(f"{label} was learned with SAM {concept.model_type}, "
                                f"but this model is {self.model_type}")
-        if concept.fingerprint != self.fingerprint:
-            warnings.warn("concept was learned with a different checkpoint of the same model type; "
-                          "results may be poor", stacklevel=3)
+        key = (concept.name, concept.fingerprint)
+        if concept.fingerprint != self.fingerprint and key not in self._warned_concepts:
+            self._warned_concepts.add(key)
+            warnings.warn(f"{label} was learned with a different checkpoint of SAM {self.model_type}; "
+                          "results may be poor", stacklevel=stacklevel + 1)
 
     def segment(self, image: ImageLike, concept: Concept) -> Segmentation:
         """Find the concept's object in ``image``."""
-        self.check_concept(concept)
+        self.check_concept(concept, stacklevel=2)
         _, embedding = self.embed(image)
         return self.segment_embedding(embedding, concept)
 
@@ -190,7 +215,7 @@ class PerSAM:
         (:meth:`segment_embedding_many`). Where masks overlap, the pixel goes to the concept
         with the higher logit (:func:`resolve_overlaps`)."""
         for concept in concepts:
-            self.check_concept(concept)
+            self.check_concept(concept, stacklevel=2)
         _, embedding = self.embed(image)
         results = self.segment_embedding_many(embedding, concepts)
         resolve_overlaps(results)
@@ -223,19 +248,22 @@ class PerSAM:
              max_instances: int = 10) -> Detection:
         """Every instance of the concept's object in ``image`` and whether it is there at all.
         ``threshold`` None: the concept's calibrated threshold, else ``DEFAULT_THRESHOLD``."""
+        self.check_concept(concept, stacklevel=2)
         _, embedding = self.embed(image)
         return self.find_embedding(embedding, concept, threshold, max_instances)
 
     def find_many(self, image: ImageLike, concepts: Sequence[Concept], threshold: float | None = None,
                   max_instances: int = 10) -> list[Detection]:
         """:meth:`find` for several concepts with one encoder pass."""
+        for concept in concepts:
+            self.check_concept(concept, stacklevel=2)
         _, embedding = self.embed(image)
         return self.find_many_embedding(embedding, concepts, threshold, max_instances)
 
     def find_embedding(self, embedding: ImageEmbedding, concept: Concept, threshold: float | None = None,
                        max_instances: int = 10) -> Detection:
         """:meth:`find` on an already computed embedding."""
-        self.check_concept(concept)
+        self.check_concept(concept, stacklevel=2)
         return detect(self.engine, embedding, concept, threshold, max_instances, self._stage)
 
     def find_many_embedding(self, embedding: ImageEmbedding, concepts: Sequence[Concept],
@@ -245,7 +273,10 @@ class PerSAM:
 
     def presence_scores(self, images: Iterable[ImageLike], concept: Concept, max_instances: int = 10,
                         progress: Callable[[Iterable], Iterable] | None = None) -> list[float]:
-        """Each image's best instance score (0.0 when there is no candidate), before any threshold."""
+        """Each image's best instance score (0.0 when there is no candidate), before any threshold.
+        The score is SAM's predicted IoU times the similarity factor, so it is usually in 0..1,
+        but SAM's predicted IoU is not bounded and can fall below 0."""
+        images = _image_list(images)
         images = progress(images) if progress is not None else images
         return [self.find(image, concept, threshold=float("-inf"), max_instances=max_instances).score
                 for image in images]
@@ -254,6 +285,7 @@ class PerSAM:
                   max_instances: int = 10, progress: Callable[[Iterable], Iterable] | None = None) -> Concept:
         """A copy of ``concept`` with a presence threshold chosen on images that show the object
         (``positives``) and images that do not (``negatives``); see ``Calibration``."""
+        positives, negatives = _image_list(positives), _image_list(negatives)
         if not positives or not negatives:
             raise ValueError("calibration needs at least one positive and one negative image")
         scores = [self.presence_scores(images, concept, max_instances, progress) for images in (positives, negatives)]
@@ -349,6 +381,15 @@ class PerSAMF(PerSAM):
     fitted on the reference in 1000 AdamW steps on cached decoder outputs (SAM stays frozen)."""
 
     method = "persam-f"
+
+
+def _is_one_image(value: object) -> bool:
+    return isinstance(value, (str, os.PathLike, np.ndarray, Image.Image))
+
+
+def _image_list(images: Iterable[ImageLike] | ImageLike) -> list[ImageLike]:
+    """A list of images; one image (a path, array or PIL image) given alone is a list of one."""
+    return [images] if _is_one_image(images) else list(images)  # type: ignore[list-item]
 
 
 def resolve_overlaps(results: Iterable[Segmentation]) -> None:

@@ -31,7 +31,14 @@ def check_prompts(size: tuple[int, int], points: Sequence | np.ndarray | None = 
     height, width = size
     point_array = label_array = box_array = None
     if points is not None and len(points) > 0:
-        point_array = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        try:
+            point_array = np.asarray(points, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise PromptError("points must be (x, y) pairs of numbers, e.g. [(310, 220)]") from None
+        if point_array.ndim == 1 and point_array.size == 2:  # one point given as (x, y)
+            point_array = point_array[None]
+        if point_array.ndim != 2 or point_array.shape[1] != 2:
+            raise PromptError(f"points must be (x, y) pairs, e.g. [(310, 220)]; got shape {point_array.shape}")
         if labels is None:
             label_array = np.ones(len(point_array), dtype=np.int64)
         else:

@@ -104,14 +104,22 @@ def _inside(path: str, folder: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 # Concepts
 # ---------------------------------------------------------------------------------------------
-def load_concepts(paths: Sequence[str | os.PathLike]) -> dict[str, Concept]:
-    """Concept files by name (the file name without suffix, which must be unique)."""
+def load_concepts(paths: Sequence[str | os.PathLike | Concept] | str | os.PathLike) -> dict[str, Concept]:
+    """Concepts by name: a file's name without its suffix, a :class:`Concept`'s own ``name``
+    (names must be unique). One path may be given alone."""
+    if isinstance(paths, (str, os.PathLike, Concept)):
+        paths = [paths]
     concepts: dict[str, Concept] = {}
     for path in paths:
-        name = Path(path).stem
+        if isinstance(path, Concept):
+            name = path.name
+            if not name:
+                raise SearchError("a Concept given to search has no name: give {name: concept} instead")
+        else:
+            name = Path(path).stem
         if name in concepts:
-            raise SearchError(f"two concepts are named {name!r} ({path}); rename one file")
-        concepts[name] = Concept.load(path)
+            raise SearchError(f"two concepts are named {name!r} ({path}); rename one")
+        concepts[name] = path if isinstance(path, Concept) else Concept.load(path)
     if not concepts:
         raise SearchError("give at least one --concept FILE")
     return concepts
@@ -590,7 +598,8 @@ def batched(items: Sequence, size: int) -> Iterator[list]:
         yield list(items[start:start + size])
 
 
-def search(inputs: Sequence[str | os.PathLike], concepts: Sequence[str | os.PathLike] | Mapping[str, Concept],
+def search(inputs: Sequence[str | os.PathLike] | str | os.PathLike,
+           concepts: Sequence[str | os.PathLike | Concept] | str | os.PathLike | Mapping[str, Concept],
            out: str | os.PathLike, *, checkpoint: str | os.PathLike | None = None, model_type: str = "auto",
            device: str | None = None, persam: PerSAM | None = None, threshold: float | None = None,
            max_instances: int = 10, masks: bool = False, overlays: bool = False,
@@ -611,6 +620,8 @@ def search(inputs: Sequence[str | os.PathLike], concepts: Sequence[str | os.Path
         raise SearchError(f"max_instances must be at least 1, got {max_instances}")
     out = Path(out)
     named = dict(concepts) if isinstance(concepts, Mapping) else load_concepts(concepts)
+    if isinstance(inputs, (str, os.PathLike)):  # one file or folder
+        inputs = [inputs]
     items = list_album(inputs, exclude=[out] + ([index] if index else []))
     settings = SearchSettings(threshold=threshold, max_instances=max_instances, masks=masks,
                               overlays=overlays, index=os.path.abspath(index) if index else None)

@@ -31,6 +31,7 @@ non-contiguous, e.g. {1, 3}).
 """
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from typing import ContextManager, Iterable, Iterator
@@ -38,6 +39,7 @@ from typing import ContextManager, Iterable, Iterator
 import numpy as np
 import torch
 
+from persam_files import read_label_map
 from sam_core import IMAGE_SIZE, ImageEmbedding, ImageLike, Sam, SamEngine, load_image, resized_shape
 
 from .concept import METHODS
@@ -202,9 +204,10 @@ class Tracker:
         return self.engine.decode(embedding, **prompts)
 
     # -- frame 0 -------------------------------------------------------------------------
-    def start(self, first_frame: ImageLike, label_map: np.ndarray) -> None:
-        """Learn every object of ``label_map`` ((H, W) integer ids, 0 background) on
-        ``first_frame`` (path, PIL image or (H, W, 3) RGB array of the same size).
+    def start(self, first_frame: ImageLike, label_map: np.ndarray | str | os.PathLike) -> None:
+        """Learn every object of ``label_map`` ((H, W) integer ids, 0 background; or the path
+        of a palette/greyscale PNG of ids, e.g. DAVIS's first annotation) on ``first_frame``
+        (path, PIL image or (H, W, 3) RGB array of the same size).
 
         Encodes the frame once; with PerSAM-F also fits each object's mask weights.
         """
@@ -305,9 +308,12 @@ class Tracker:
         return fallback if refined is None else refined.logits
 
     # -- whole videos --------------------------------------------------------------------
-    def track(self, frames: Iterable[ImageLike], label_map: np.ndarray) -> Iterator[np.ndarray]:
-        """Yield one (H, W) uint8 label map per frame: first the given ``label_map`` itself,
-        then :meth:`step` for each later frame. Frames are read lazily."""
+    def track(self, frames: Iterable[ImageLike], label_map: np.ndarray | str | os.PathLike) -> Iterator[np.ndarray]:
+        """Yield one (H, W) uint8 label map per frame: first the given ``label_map`` itself (an
+        array or a PNG's path, as for :meth:`start`), then :meth:`step` for each later frame.
+        Frames are read lazily."""
+        if isinstance(label_map, (str, os.PathLike)):
+            label_map = read_label_map(label_map)
         iterator = iter(frames)
         try:
             first = next(iterator)
@@ -319,9 +325,9 @@ class Tracker:
             yield self.step(frame)
 
 
-def _check_label_map(label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(H, W) integer ids in 0..255 of the given frame size -> uint8."""
-    labels = np.asarray(label_map)
+def _check_label_map(label_map: np.ndarray | str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) integer ids in 0..255 (or a label map PNG's path) of the given frame size -> uint8."""
+    labels = read_label_map(label_map) if isinstance(label_map, (str, os.PathLike)) else np.asarray(label_map)
     if labels.dtype == np.bool_:
         labels = labels.astype(np.uint8)
     if labels.ndim != 2:

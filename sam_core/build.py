@@ -143,6 +143,10 @@ def read_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(state, Mapping) or not state or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
+        if isinstance(state, Mapping) and "target_feature" in state and "method" in state:
+            # persam's own concept file (sam_core knows only its keys, not the class)
+            raise CheckpointError(f"{_describe(path)} is a persam concept file, not a SAM checkpoint: "
+                                  "load it with Concept.load (or --concept), and give the SAM checkpoint here")
         raise CheckpointError(f"{_describe(path)} is not a SAM checkpoint (expected a dict of named tensors)")
     return {k.removeprefix("module."): v for k, v in state.items()}
 

@@ -190,8 +190,8 @@ def test_warnings_are_one_line_once_and_above_the_bar(small_checkpoint, small_mo
     warnings_seen = [line for line in err if "warning" in line]
     expected = ["persam segment: warning: --method persam ignored: concept "
                 f"{concept} was learned with persam-f, so it segments with persam-f",
-                "persam segment: warning: concept was learned with a different checkpoint of the same "
-                "model type; results may be poor"]
+                f"persam segment: warning: concept 'thing' was learned with a different checkpoint of SAM "
+                f"{small_model_type}; results may be poor"]
     # Each is a line of its own (a raw warning printed into a bar would share the bar's line),
     # and printed once although every image triggers the checkpoint warning again.
     assert warnings_seen == expected, err
