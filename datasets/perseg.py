@@ -42,7 +42,7 @@ class PerSegSample:
     object_name: str
     index: str  # file stem, e.g. "01"
     image_path: Path
-    mask_path: Path
+    mask_path: Path | None  # None: a test image without annotation (allowed when not scoring)
 
     @property
     def key(self) -> str:
@@ -55,6 +55,8 @@ class PerSegSample:
 
     def read_mask(self) -> np.ndarray:
         """The annotation as a bool array (H, W), True on the object."""
+        if self.mask_path is None:
+            raise DatasetLayoutError(f"{self.key} has no annotation")
         return read_binary_mask(self.mask_path)
 
     def read_pair(self) -> tuple[np.ndarray, np.ndarray]:
@@ -72,12 +74,15 @@ class PerSegDataset:
     """The objects of a PerSeg folder, each with its reference and test samples.
 
     Objects are sorted by name and images by index. Construction checks the layout and
-    raises DatasetLayoutError naming the first missing folder or file.
+    raises DatasetLayoutError naming the first missing folder or file. With
+    ``test_annotations=False`` only the references need an annotation (to segment without
+    scoring); a test image without one has ``mask_path`` None.
     """
 
-    def __init__(self, root: str | os.PathLike, ref_idx: str = "00") -> None:
+    def __init__(self, root: str | os.PathLike, ref_idx: str = "00", test_annotations: bool = True) -> None:
         self.root = Path(root)
         self.ref_idx = str(ref_idx)
+        self.test_annotations = test_annotations
         self.images_dir = self.root / "Images"
         self.annotations_dir = self.root / "Annotations"
         self._samples: dict[str, list[PerSegSample]] = self._scan()
@@ -123,6 +128,9 @@ class PerSegDataset:
         samples = []
         for image_file in sorted(image_files, key=lambda entry: index_sort_key(entry.stem)):
             mask_file = annotation_dir / f"{image_file.stem}.png"
+            if not mask_file.is_file() and not self.test_annotations and image_file.stem != self.ref_idx:
+                samples.append(PerSegSample(name, image_file.stem, image_file, None))
+                continue
             if not mask_file.is_file():
                 raise DatasetLayoutError(
                     f"PerSeg folder {self.root}: no annotation for Images/{name}/{image_file.name}: "

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
+import select
 import sys
 import warnings
 
@@ -76,12 +78,41 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print(f"{label}: interrupted", file=sys.stderr)
             return 130
+        except BrokenPipeError as exc:
+            if not _stdout_closed():
+                if args.debug:
+                    raise
+                print(f"{label}: error: {exception_line(exc)}", file=sys.stderr)
+                return 1
+            return 141  # the reader went away (`persam models | head`): quiet, as a Unix tool killed by SIGPIPE
         except Exception as exc:  # one line for users, the traceback with --debug
             if args.debug:
                 raise
             print(f"{label}: error: {exception_line(exc)}", file=sys.stderr)
             return 1
     return int(status or 0)
+
+
+def _stdout_closed() -> bool:
+    """True when standard output is a pipe whose reader has gone; the rest of the output then
+    goes nowhere, so Python's flush at exit does not fail (and print) again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by an object without a descriptor
+        return False
+    closed = False
+    if hasattr(select, "poll"):  # a pipe without a reader reports an error condition
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        closed = any(events & select.POLLERR for _, events in poller.poll(0))
+    if not closed:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            closed = True
+    if closed:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return closed
 
 
 if __name__ == "__main__":

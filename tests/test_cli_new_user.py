@@ -411,3 +411,31 @@ def test_collect_inputs_rules(tmp_path):
         collect_inputs([tmp_path / "missing.jpg"])
     with pytest.raises(InputError, match="contains no images"):
         collect_inputs([photos], exclude=[photos / "b.jpg", photos / "link.jpg", photos / "b_mask.png"])
+
+
+def test_a_reader_that_goes_away_is_not_an_error():
+    # `persam models | head -0`: the pipe's reader closes; persam stops quietly (status 141, as a
+    # Unix tool killed by SIGPIPE), not with "error: broken pipe"
+    process = subprocess.Popen([sys.executable, "-m", "persam", "models"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait() == 141 and err == "", err
+
+
+def test_perseg_no_eval_needs_only_the_references_annotations(small_checkpoint, tmp_path):
+    data = make_perseg(tmp_path / "perseg")
+    (data / "Annotations" / "thing" / "02.png").unlink()  # a test image nobody annotated
+    out = tmp_path / "o"
+    status, stdout, err = persam("perseg", "--data", data, "--checkpoint", small_checkpoint, "--out", out,
+                                 "--no-eval")
+    assert status == 0, err
+    assert all((out / "thing" / f"{index}.png").is_file() for index in ("00", "01", "02"))
+    assert "wrote 3 masks" in stdout
+    # scoring still needs every annotation, and says which one is missing
+    status, stdout, err = persam("perseg", "--data", data, "--checkpoint", small_checkpoint, "--out", out)
+    assert status == 1 and "no annotation for Images/thing/02.jpg" in err[0], err
+    (data / "Annotations" / "thing" / "00.png").unlink()  # the reference's own is needed even so
+    status, stdout, err = persam("perseg", "--data", data, "--checkpoint", small_checkpoint, "--out", out,
+                                 "--no-eval")
+    assert status == 1 and "Images/thing/00.jpg" in err[0], err

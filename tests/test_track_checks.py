@@ -108,3 +108,30 @@ def test_method_help_does_not_mention_a_saved_concept(command, capsys):
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines anywhere
     assert "--method" in text and "persam-f" in text
     assert "concept" not in text, text
+
+
+def test_frames_follow_their_numbers_not_their_spelling(tmp_path):
+    from persam.commands.track import FrameSource
+
+    for index in (1, 2, 10, 11):  # ffmpeg's unpadded %d names
+        save_frame(tmp_path / f"frame{index}.jpg", index)
+    assert [path.name for path in FrameSource(tmp_path).paths] == [
+        "frame1.jpg", "frame2.jpg", "frame10.jpg", "frame11.jpg"]  # was frame1, frame10, frame11, frame2
+
+
+def test_a_greyscale_first_mask_of_ids_is_several_objects(tmp_path):
+    from persam.commands.track import read_first_mask
+
+    ids = np.zeros((HEIGHT, WIDTH), np.uint8)
+    ids[2:10, 2:10] = 1
+    ids[12:20, 12:20] = 2
+    Image.fromarray(ids, mode="L").save(tmp_path / "grey12.png")
+    labels, palette = read_first_mask(tmp_path / "grey12.png", (HEIGHT, WIDTH))
+    assert sorted(np.unique(labels).tolist()) == [0, 1, 2] and palette == voc_palette()
+    # one object: 0/1, 0/255, and a soft-edged mask with many grey values
+    soft = (np.linspace(0, 255, HEIGHT * WIDTH).reshape(HEIGHT, WIDTH)).astype(np.uint8)
+    for name, mask in (("one.png", (ids > 0).astype(np.uint8)), ("255.png", (ids > 0).astype(np.uint8) * 255),
+                       ("soft.png", soft)):
+        Image.fromarray(mask, mode="L").save(tmp_path / name)
+        labels, _ = read_first_mask(tmp_path / name, (HEIGHT, WIDTH))
+        assert sorted(np.unique(labels).tolist()) == [0, 1], name

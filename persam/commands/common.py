@@ -233,7 +233,8 @@ def prepare_image_run(args: argparse.Namespace):
 
     check_reference_args(args)
     out = check_output_dir(args.out)
-    images = collect_inputs(args.inputs, out=out, exclude=[args.ref_mask, args.concept])
+    suffixes = (".png", "_overlay.jpg") if args.overlay else (".png",)
+    images = collect_inputs(args.inputs, out=out, exclude=[args.ref_mask, args.concept], output_suffixes=suffixes)
     concept, reference = load_reference(args)
     persam = make_persam(args)
     return persam, reference_concept(args, persam, concept, reference, out), images, out

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from .common import add_model_args, check_fit_steps, load_sam
-from .support import plural, show_progress
+from .support import check_output_dir, plural, show_progress
 
 DONE_MARKER = ".done"
 
@@ -114,9 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_fit_steps(args)
     dataset = DavisDataset(args.data, split=args.split)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"output {out} exists and is not a folder")
+    out = check_output_dir(args.out, inputs=[("--data", args.data)])
     loaded = load_sam(args)
     engine = loaded if isinstance(loaded, SamEngine) else SamEngine(loaded)
     info = run_info(args.method, engine.model_type, model_fingerprint(engine.sam), args.fit_steps)

@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     if not clicked and len(args.ref_image) != len(args.ref_mask):
         raise ValueError(f"got {len(args.ref_image)} --ref-image but {len(args.ref_mask)} --ref-mask; "
                          "give one --ref-mask after each --ref-image")
-    save = check_output_file(args.save)
+    save = check_output_file(args.save, inputs=[("--ref-image", path) for path in args.ref_image]
+                             + [("--ref-mask", path) for path in args.ref_mask or []])
     pairs = []
     for index, image_path in enumerate(args.ref_image):
         image = read_image(image_path)

@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="output folder (created when the first mask is written)")
     parser.add_argument("--overlay", action="store_true",
                         help="also write OUT/<object>/NN_overlay.jpg with the mask and prompts drawn")
-    parser.add_argument("--no-eval", action="store_true", help="only write masks, do not score them")
+    parser.add_argument("--no-eval", action="store_true",
+                        help="only write masks, do not score them (test images need no annotation then)")
     parser.add_argument("--all-objects", action="store_true",
                         help="score every object (default: skip the eight objects the paper's "
                              "eval_miou.py skips; their masks are still written)")
@@ -39,12 +40,12 @@ def run(args: argparse.Namespace) -> int:
     from persam_eval import evaluate_perseg
     from persam_files import save_image, save_mask_png, write_json
 
-    dataset = PerSegDataset(args.data, ref_idx=args.ref_idx)
+    dataset = PerSegDataset(args.data, ref_idx=args.ref_idx, test_annotations=not args.no_eval)
     if not dataset.objects:
         raise FileNotFoundError(f"PerSeg folder {args.data} has no objects")
     for name in dataset.objects:  # fail on layout problems before any model work
         dataset.reference(name)
-    out = check_output_dir(args.out)
+    out = check_output_dir(args.out, inputs=[("--data", args.data)])
     timer = StageTimer(args.device)
     start = time.perf_counter()
     with timer("load_model"):
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                f"in {elapsed:.1f} s")
     if batch.failures:
         print(f"{written}; {plural(len(batch.failures), 'image')} failed (listed on stderr and in "
-              f"{out / FAILURES_FILE}), so nothing was scored")
+              f"{out / FAILURES_FILE})" + ("" if args.no_eval else ", so nothing was scored"))
         return batch.exit_status
     if args.no_eval:
         print(written)

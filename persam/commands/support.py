@@ -158,22 +158,37 @@ class OutputError(ValueError):
     """An output path that cannot be used (one line, naming the option and the path)."""
 
 
-def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+def check_output_dir(path: str | os.PathLike, flag: str = "--out",
+                     inputs: Iterable[tuple[str, str | os.PathLike | None]] = ()) -> Path:
     """``path`` as an output folder: it may exist (as a folder) or not; it is not created here,
-    the first file written creates it (so a run that fails its checks leaves nothing behind)."""
+    the first file written creates it (so a run that fails its checks leaves nothing behind).
+    ``inputs``: (flag, folder) pairs of input folders (e.g. ``("--data", ...)``) the output
+    folder may not be, nor lie inside: the results would overwrite or mix with them."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{flag} {path} is an existing file, not a folder; give a folder name "
                           "(it is created when the first result is written)")
+    resolved = path.resolve()
+    for input_flag, folder in inputs:
+        if folder is not None and Path(folder).is_dir() and resolved.is_relative_to(Path(folder).resolve()):
+            where = "is" if resolved == Path(folder).resolve() else "is inside"
+            raise OutputError(f"{flag} {path} {where} {input_flag} {folder}; the results would overwrite "
+                              "or mix with your input files: choose an output folder outside it")
     _check_writable(path, flag)
     return path
 
 
-def check_output_file(path: str | os.PathLike, flag: str = "--save") -> Path:
-    """``path`` as an output file: a folder there is refused, an existing file is replaced."""
+def check_output_file(path: str | os.PathLike, flag: str = "--save",
+                      inputs: Iterable[tuple[str, str | os.PathLike | None]] = ()) -> Path:
+    """``path`` as an output file: a folder there is refused, an existing file is replaced,
+    unless it is one of ``inputs`` ((flag, file) pairs, e.g. ``("--ref-image", ...)``)."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{flag} {path} is a folder; give a file name")
+    for input_flag, source in inputs:
+        if source is not None and Path(source).exists() and path.resolve() == Path(source).resolve():
+            raise OutputError(f"{flag} {path} is the {input_flag} file; writing there would replace "
+                              "your input: give another file name")
     _check_writable(path.parent, flag, shown=path)
     return path
 
@@ -222,7 +237,8 @@ class InputImage:
 
 
 def collect_inputs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike | None = None,
-                   exclude: Iterable[str | os.PathLike | None] = ()) -> list[InputImage]:
+                   exclude: Iterable[str | os.PathLike | None] = (),
+                   output_suffixes: Sequence[str] = (".png",)) -> list[InputImage]:
     """Image files of ``inputs`` (files, or folders searched recursively; hidden files and
     folders are skipped), in the order given, folders sorted by path.
 
@@ -232,7 +248,9 @@ def collect_inputs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike |
     its path relative to the deepest folder holding every input (a single folder input: that
     folder), so ``d1/x.jpg`` and ``d2/x.jpg`` give ``OUT/d1/x.png`` and ``OUT/d2/x.png``.
     Raises :class:`InputError` for a missing input, a folder without images, ``out`` being an
-    input folder, or two images that would write the same output file.
+    input folder, two images that would write the same output file, or an output file (the
+    image's name with one of ``output_suffixes``, under ``out``) that is an input or an
+    excluded file: it would be overwritten.
     """
     if not inputs:
         raise InputError("no input images given")
@@ -247,6 +265,9 @@ def collect_inputs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike |
             if out_resolved is not None and resolved == out_resolved:
                 raise InputError(f"--out {out} is also an input folder; the masks would mix with (or "
                                  "replace) your images: choose another output folder")
+            if out_resolved is not None and resolved.is_relative_to(out_resolved):
+                raise InputError(f"input folder {path} is inside --out {out}, whose files are skipped as "
+                                 "earlier results; choose an output folder outside your images")
             images = [p for p in list_images(path, recursive=True) if p.resolve() not in skipped
                       and not (out_resolved is not None and p.resolve().is_relative_to(out_resolved))]
             if not images:
@@ -279,6 +300,16 @@ def collect_inputs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike |
                              "are named after the image without its extension); rename one of them")
         targets[target] = path
         images.append(image)
+    if out is not None:  # e.g. the result OUT/a.png of an input OUT/a.png, given as a file
+        protected = {**{resolved: "an input image" for resolved in seen},
+                     **{p: "a file this command reads" for p in skipped}}
+        for image in images:
+            for suffix in output_suffixes:
+                target = image.output(Path(out), suffix)
+                owner = protected.get(target.resolve())
+                if owner:
+                    raise InputError(f"the result of {image.path} would be written as {target}, which is "
+                                     f"{owner}: choose another --out")
     return images
 
 

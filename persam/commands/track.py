@@ -1,6 +1,7 @@
 """``persam track``: follow the objects of a first-frame mask through a video.
 
-Frames come from a folder of images (sorted by name) or a video file (read with OpenCV).
+Frames come from a folder of images (in name order, numbers by value: frame2 before frame10) or
+a video file (read with OpenCV).
 One palette PNG of object ids is written per frame into ``--out`` (named after the frame
 files, or 00000.png, 00001.png, ... for a video); ``--video FILE`` also writes an overlay
 video with each object in its palette colour.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -17,8 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from persam_files import (IMAGE_SUFFIXES, atomic_write, list_images, read_image, read_image_size,
-                          read_label_map, read_palette, save_label_png, voc_palette)
+from persam_files import (IMAGE_SUFFIXES, MaskReadError, atomic_write, list_images, read_image,
+                          read_image_size, read_label_map, read_palette, save_label_png, voc_palette)
 
 from ..masks import load_mask
 from ..overlay import draw_overlay
@@ -26,11 +28,19 @@ from .common import add_model_args, check_fit_steps, load_sam
 from .support import check_output_dir, check_output_file, plural, show_progress
 
 VOID_ID = 255  # DAVIS: "void" pixels of a palette annotation, not an object
+MAX_GREY_IDS = 32  # a greyscale first mask with at most this many values may be a label map of ids
 DEFAULT_FPS = 24.0
 
 
+def frame_order(path: Path) -> list[tuple[int, int | str]]:
+    """Sort key for frame files: numbers by value ("frame2" before "frame10", as ffmpeg's
+    unpadded ``%d`` names them), the rest by text; zero-padded names keep their order."""
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", path.name) if part]
+
+
 class FrameSource:
-    """The frames of a folder of images (sorted by name) or of a video file, read lazily.
+    """The frames of a folder of images (in name order, numbers by value) or of a video file,
+    read lazily.
 
     ``names``: output file stems, one per frame (image stems, or 00000... for a video; for a
     video the list is filled while iterating). ``first_frame()``: (H, W, 3) RGB uint8.
@@ -66,7 +76,7 @@ class FrameSource:
             self._first = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
             self.paths: list[Path] = []
         else:
-            self.paths = list_images(self.path)
+            self.paths = sorted(list_images(self.path), key=frame_order)
             if not self.paths:
                 raise FileNotFoundError(f"frames folder {self.path} contains no images")
             repeated = [stem for stem, n in Counter(p.stem for p in self.paths).items() if n > 1]
@@ -118,18 +128,27 @@ def read_first_mask(path: str | os.PathLike, frame_size: tuple[int, int],
     """Read the first-frame mask as ((H, W) uint8 object ids, 768-entry palette).
 
     A palette PNG whose indices include ids other than 0 and 255 is a label map (index = object
-    id, 255 = DAVIS void, ignored) and keeps its palette. Any other image (0/255 PNG, a palette
-    PNG holding only 0 and 255, RGB) is ONE object, id 1, with the DAVIS palette.
+    id, 255 = DAVIS void, ignored) and keeps its palette; so is a greyscale PNG holding at least
+    two ids other than 0 and 255 and at most :data:`MAX_GREY_IDS` distinct values (a mask with
+    soft edges has many more). Any other image (0/255 or 0/1 PNG, a palette PNG holding only 0
+    and 255, RGB) is ONE object, id 1. Label maps without a palette get the DAVIS palette.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"first-frame mask {path} not found")
     palette = read_palette(path)  # MaskReadError naming the file if it is not a readable image
-    indices = read_label_map(path) if palette is not None else None
+    try:
+        indices = read_label_map(path)  # palette or greyscale ids; colour images are refused
+    except MaskReadError:
+        indices = None
     height, width = frame_size
-    if indices is not None and set(np.unique(indices).tolist()) - {0, VOID_ID}:
+    ids = set(np.unique(indices).tolist()) - {0, VOID_ID} if indices is not None else set()
+    if ids and palette is not None:  # a palette label map keeps its colours
         labels = np.where(indices == VOID_ID, 0, indices).astype(np.uint8)
-    else:
+    elif len(ids) >= 2 and len(np.unique(indices)) <= MAX_GREY_IDS:  # greyscale ids
+        labels = np.where(indices == VOID_ID, 0, indices).astype(np.uint8)
+        palette = voc_palette()
+    else:  # one object
         labels = load_mask(path, allow_empty=True, allow_full=True).astype(np.uint8)
         palette = voc_palette()
     if labels.shape != (height, width):
@@ -175,10 +194,11 @@ def add_track_args(parser: argparse.ArgumentParser) -> None:
     """The ``track`` options (shared with scripts/track_video.py)."""
     add_model_args(parser)
     parser.add_argument("--frames", required=True, metavar="DIR_OR_VIDEO",
-                        help="folder of frame images (sorted by name) or a video file")
+                        help="folder of frame images (in name order, numbers by value: frame2 before "
+                             "frame10) or a video file")
     parser.add_argument("--first-mask", required=True, metavar="PNG",
-                        help="mask of the first frame: a palette PNG of object ids (DAVIS style, "
-                             "255 = void) or a 0/255 PNG for one object")
+                        help="mask of the first frame: a palette or greyscale PNG of object ids "
+                             "(DAVIS style, 255 = void) or a 0/255 (or 0/1) PNG for one object")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="folder for one palette PNG of object ids per frame")
     parser.add_argument("--video", metavar="FILE", help="also write an overlay video (mp4v) to FILE")
@@ -207,12 +227,12 @@ def run(args: argparse.Namespace) -> int:
     first = source.first_frame()
     size = (int(first.shape[0]), int(first.shape[1]))
     labels, palette = read_first_mask(args.first_mask, size, frame_name=f"frame {source.first_name}")
-    out = check_output_dir(args.out)  # created by the first label map written
+    out = check_output_dir(args.out, inputs=[("--frames", args.frames)])  # created by the first label map
     if args.fps is not None and args.fps <= 0:
         raise ValueError("--fps must be positive")
 
     if args.video:
-        check_output_file(args.video, "--video")
+        check_output_file(args.video, "--video", inputs=[("--frames", args.frames), ("--first-mask", args.first_mask)])
         check_video_name(args.video)
     fit_steps = check_fit_steps(args)
 
