@@ -206,7 +206,7 @@ def reference_concept(args: argparse.Namespace, persam, concept, reference, out=
         ref_image, ref_mask = reference
         if ref_mask is None:
             ref_mask = clicked_reference_mask(persam, ref_image, args, args.ref_image)
-            reference_grid(ref_mask, f"the mask made from the clicks on {args.ref_image}")
+            reference_grid(ref_mask, f"the mask SAM made from your --ref-point/--ref-box on {args.ref_image}")
             if out is not None:
                 save_mask_png(clicked_mask_path(out, args.ref_image), ref_mask)
         concept = persam.learn(ref_image, ref_mask, name=Path(args.ref_image).stem)

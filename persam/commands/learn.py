@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if clicked:
         image = pairs[0][0]
         mask = clicked_reference_mask(persam, image, args, args.ref_image[0])
-        reference_grid(mask, f"the mask made from the clicks on {args.ref_image[0]}")
+        reference_grid(mask, f"the mask SAM made from your --ref-point/--ref-box on {args.ref_image[0]}")
         pairs = [(image, mask)]
         mask_note = f"; reference mask {save_mask_png(clicked_mask_path(save), mask)}"
     concept = persam.learn(pairs, name=args.name or Path(args.ref_image[0]).stem)
