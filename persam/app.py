@@ -24,11 +24,13 @@ import atexit
 import functools
 import io
 import logging
+import re
 import shutil
 import sys
 import tempfile
 import threading
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +39,15 @@ from typing import Any, Callable, NamedTuple
 import cv2
 import gradio as gr
 import numpy as np
+from gradio.utils import get_upload_folder
 from PIL import Image
 
-from persam_files import read_image, read_mask, write_bytes
+from persam_files import read_image, write_bytes
 
+from .commands.support import Failure, exception_line, is_fatal
 from .concept import Concept
-from .model import PerSAM
+from .masks import load_mask
+from .model import PerSAM, check_image_size
 from .overlay import draw_overlay
 from .prior import EmptyTargetError, reference_grid
 
@@ -165,6 +170,18 @@ def _session(state: Session | None) -> Session:
     return state if isinstance(state, Session) else Session()
 
 
+def _click_note(prompts: Prompts, mask: np.ndarray | None, ready: str, start: str) -> str:
+    """The status after a click or an undo, read from the state itself (so an undo that
+    brings back a box's first corner asks for the second one)."""
+    if prompts.corner is not None:
+        return "Now click the opposite corner of the box."
+    if mask is None:
+        return start
+    if not mask.any():
+        return "**!** SAM found nothing there; click elsewhere on the object."
+    return ready
+
+
 # ----------------------------------------------------------------------------- helpers
 class Found(NamedTuple):
     overlay: np.ndarray
@@ -188,9 +205,17 @@ def _detect(persam: PerSAM, image: np.ndarray, concept: Concept) -> Found:
     return Found(overlay, result.mask, not result.empty, float(result.score))
 
 
+def as_uploaded(text: str) -> str:
+    """``text`` with Gradio's temp copy of an upload (``<upload folder>/<hash>/photo.jpg``)
+    named as the user uploaded it (``photo.jpg``): the server's paths mean nothing to them."""
+    folder = get_upload_folder()
+    for spelling in sorted({folder, str(Path(folder).resolve())}, key=len, reverse=True):
+        text = re.sub(re.escape(spelling.rstrip("/\\")) + r"[/\\][^/\\\s]+[/\\]", "", text)
+    return text
+
+
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return as_uploaded(exception_line(exc))
 
 
 def _error(exc: BaseException) -> str:
@@ -335,8 +360,11 @@ def build_page(persam: PerSAM, default_method: str = "persam") -> gr.Blocks:
                     with gr.Column(scale=2):
                         concept_download = gr.File(label="Download the concept file (reuse it later)",
                                                    interactive=False, elem_id="concept-file", visible=False)
-                        concept_upload = gr.File(label="Or load a concept file you saved before (.pt)",
-                                                 file_types=[".pt"], type="filepath", elem_id="concept-upload",
+                        # Any suffix: the API saves "dog.concept" too, and Concept.load refuses
+                        # a file that is not a concept with a clear line.
+                        concept_upload = gr.File(label="Or load a concept file you saved before "
+                                                       "(.pt, .concept)",
+                                                 file_types=None, type="filepath", elem_id="concept-upload",
                                                  height=140)
                 # -- step 3 --------------------------------------------------------------
                 gr.Markdown("## 3 · Find it in other photos", elem_classes="step-title")
@@ -384,11 +412,10 @@ def build_page(persam: PerSAM, default_method: str = "persam") -> gr.Blocks:
             return {state: session, ref_picture: picture, ref_status: note}
 
         def mask_note(session: Session) -> str:
-            if session.mask is None:
-                return "Click on your object."
-            share = 100.0 * session.mask.mean()
-            return (f"✓ Mask ready ({share:.1f}% of the photo, from {session.mask_from}). "
-                    "Not right? Click more, or undo.")
+            share = 0.0 if session.mask is None else 100.0 * session.mask.mean()
+            return _click_note(session.prompts, session.mask,
+                               f"✓ Mask ready ({share:.1f}% of the photo, from {session.mask_from}). "
+                               "Not right? Click more, or undo.", "Click on your object.")
 
         @handler(ref_status)
         def on_reference_clear(session):
@@ -401,7 +428,13 @@ def build_page(persam: PerSAM, default_method: str = "persam") -> gr.Blocks:
             session = _session(session)
             if path is None:
                 return on_reference_clear(session)
-            image = read_image(path)
+            try:
+                image = read_image(path)
+                check_image_size(image, Path(path).name)  # refused now, not at the first click
+            except ValueError as exc:  # unreadable or too small (ImageReadError, ImageSizeError)
+                # The box shows the refused photo: clear it, so nothing can be clicked on it.
+                cleared = on_reference_clear(session)
+                return {**cleared, ref_picture: None, ref_status: _error(exc)}
             session.ref_image, session.ref_name = image, Path(path).stem
             session.prompts, session.mask = Prompts(), None
             return reference_view(session, "Now click on your object in the photo.")
@@ -423,14 +456,12 @@ def build_page(persam: PerSAM, default_method: str = "persam") -> gr.Blocks:
             x, y = _click_position(session.ref_image, evt)
             session.prompts.click(mode, x, y)
             if mode == MODE_BOX and session.prompts.corner is not None:
-                return reference_view(session, "Now click the opposite corner of the box.")
+                return reference_view(session, mask_note(session))
             try:
                 remake_mask(session)
             except Exception:
                 session.prompts.undo()  # a click that failed is not kept
                 raise
-            if session.mask is not None and not session.mask.any():
-                return reference_view(session, "**!** SAM found nothing there; click elsewhere on the object.")
             return reference_view(session, mask_note(session))
 
         @handler(ref_status)
@@ -438,8 +469,9 @@ def build_page(persam: PerSAM, default_method: str = "persam") -> gr.Blocks:
             session = _session(session)
             if session.ref_image is None:
                 return {ref_status: "Waiting for a photo."}
-            session.prompts.undo()
-            remake_mask(session)
+            if session.prompts.history:  # nothing to undo keeps an uploaded mask
+                session.prompts.undo()
+                remake_mask(session)
             return reference_view(session, mask_note(session))
 
         @handler(ref_status)
@@ -457,13 +489,8 @@ def build_page(persam: PerSAM, default_method: str = "persam") -> gr.Blocks:
                 return {state: session}
             if session.ref_image is None:
                 raise ValueError("upload the reference photo first, then its mask")
-            mask = read_mask(path, name=f"mask {Path(path).name}")
-            height, width = session.ref_image.shape[:2]
-            if mask.shape != (height, width):
-                raise ValueError(f"mask {Path(path).name} is {mask.shape[1]}x{mask.shape[0]} but the photo "
-                                 f"is {width}x{height}")
-            if not mask.any():
-                raise ValueError(f"mask {Path(path).name} is empty (no white pixels)")
+            # The API's checked loader: a photo, or a mask of every pixel, is refused here, not at Learn.
+            mask = load_mask(path, session.ref_image.shape[:2], name=f"mask {Path(path).name}")
             session.prompts, session.mask, session.mask_from = Prompts(), mask, "the uploaded mask"
             return reference_view(session, mask_note(session))
 
@@ -515,10 +542,16 @@ def build_page(persam: PerSAM, default_method: str = "persam") -> gr.Blocks:
             if path is None:
                 return {state: session}
             concept = Concept.load(path)
-            persam.check_concept(concept)
+            # check_concept warns (another checkpoint of the same model type) as in the API and
+            # CLI; the page shows its words. Under the lock: warning filters are process-wide.
+            with _MODEL_LOCK, warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                persam.check_concept(concept)
             session.concept = concept
-            return {state: session, learn_status: concept_summary(concept).replace("Learned", "Loaded", 1),
-                    concept_download: gr.update(value=None, visible=False)}
+            note = concept_summary(concept).replace("Learned", "Loaded", 1)
+            for warning in caught:
+                note += f"\n\n**Warning:** {as_uploaded(str(warning.message))}"
+            return {state: session, learn_status: note, concept_download: gr.update(value=None, visible=False)}
 
         learn_button.click(on_learn, [method, name, state], [state, learn_status, concept_download])
         concept_upload.upload(on_concept_upload, [concept_upload, state], [state, learn_status, concept_download])
@@ -533,21 +566,36 @@ def build_page(persam: PerSAM, default_method: str = "persam") -> gr.Blocks:
             if not paths:
                 raise ValueError("upload the photos to search first")
             stems = _unique_stems(paths)
-            items, found = [], 0
+            items, found, failures = [], 0, []
             archive = io.BytesIO()
             with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as masks_zip:
                 for index, (path, stem) in enumerate(zip(paths, stems)):
-                    progress(index / len(paths), desc=f"Searching {Path(path).name} ({index + 1}/{len(paths)})")
-                    image = read_image(path)
-                    result = with_model(_detect, persam, image, session.concept)
+                    shown = Path(path).name  # the name the user uploaded (Gradio keeps it)
+                    progress(index / len(paths), desc=f"Searching {shown} ({index + 1}/{len(paths)})")
+                    try:  # like `persam find`: a bad photo is listed, the others are still searched
+                        image = read_image(path)
+                        check_image_size(image, shown)
+                        result = with_model(_detect, persam, image, session.concept)
+                    except Exception as exc:
+                        if is_fatal(exc):
+                            raise
+                        failures.append(Failure(shown, _one_line(exc)))
+                        continue
                     found += int(result.present)
                     verdict = "found" if result.present else "not found"
-                    items.append((_shrink(result.overlay), f"{Path(path).name}: {verdict} (score {result.score:.2f})"))
+                    items.append((_shrink(result.overlay), f"{shown}: {verdict} (score {result.score:.2f})"))
                     masks_zip.writestr(f"{stem}.png", _mask_png_bytes(result.mask))
-            zip_path = write_bytes(_new_workdir() / "persam_masks.zip", archive.getvalue())
-            note = f"✓ Searched {len(paths)} photo{'s' if len(paths) > 1 else ''}: found in {found}."
-            return {state: session, gallery: items, find_status: note,
-                    masks_download: gr.update(value=str(zip_path), visible=True)}
+            searched = len(items)
+            if searched:
+                zip_path = write_bytes(_new_workdir() / "persam_masks.zip", archive.getvalue())
+                note = f"✓ Searched {searched} photo{'s' if searched > 1 else ''}: found in {found}."
+                download = gr.update(value=str(zip_path), visible=True)
+            else:
+                note, download = "**Error:** no photo could be searched.", gr.update(value=None, visible=False)
+            if failures:
+                note += (f"\n\n**{len(failures)} photo{'s' if len(failures) > 1 else ''} failed:**\n"
+                         + "".join(f"\n- {failure.line()}" for failure in failures))
+            return {state: session, gallery: items, find_status: note, masks_download: download}
 
         find_button.click(on_find, [targets, state], [state, gallery, find_status, masks_download])
 
@@ -570,6 +618,7 @@ def build_page(persam: PerSAM, default_method: str = "persam") -> gr.Blocks:
             if path is None:
                 return on_video_clear_upload(session)
             source = FrameSource(path)
+            check_image_size(source.first_frame(), Path(path).name)  # refused now, not at Track
             session.video_path, session.video_first = path, source.first_frame()
             session.video_prompts, session.video_mask = Prompts(), None
             return video_view(session, "Click on your object in the first frame.")
@@ -588,15 +637,17 @@ def build_page(persam: PerSAM, default_method: str = "persam") -> gr.Blocks:
             x, y = _click_position(session.video_first, evt)
             session.video_prompts.click(mode, x, y)
             if mode == MODE_BOX and session.video_prompts.corner is not None:
-                return video_view(session, "Now click the opposite corner of the box.")
+                return video_view(session, video_note(session))
             try:
                 remake_video_mask(session)
             except Exception:
                 session.video_prompts.undo()  # a click that failed is not kept
                 raise
-            ready = session.video_mask is not None and session.video_mask.any()
-            return video_view(session, "✓ Object marked. Press Track." if ready else
-                              "**!** SAM found nothing there; click elsewhere on the object.")
+            return video_view(session, video_note(session))
+
+        def video_note(session: Session) -> str:
+            return _click_note(session.video_prompts, session.video_mask, "✓ Object marked. Press Track.",
+                               "Click on your object in the first frame.")
 
         def change_video_prompts(session, change: Callable[[Session], None]) -> dict:
             session = _session(session)
@@ -604,7 +655,7 @@ def build_page(persam: PerSAM, default_method: str = "persam") -> gr.Blocks:
                 return {video_status: "Waiting for a video."}
             change(session)
             remake_video_mask(session)
-            return video_view(session, "Click on your object in the first frame.")
+            return video_view(session, video_note(session))
 
         @handler(video_status)
         def on_video_undo(session):

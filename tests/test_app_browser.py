@@ -12,6 +12,8 @@ covers enough 16x16 cells to learn from (a larger photo gives a mask too thin to
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -227,3 +229,131 @@ def test_server_refuses_big_uploads_and_files_not_uploaded(app_url, vit_t_checkp
 
     assert status(upload(MAX_UPLOAD_MB + 1)) == 413
     assert status(upload(0.1)) == 200
+
+
+# -- what a new user tried: bad uploads, concept files made elsewhere, undoing a box --------------
+@pytest.fixture(scope="module")
+def concept_file(vit_t_checkpoint, tmp_path_factory) -> Path:
+    """A concept learned with the Python API and saved as the README's example does."""
+    from persam import PerSAM
+
+    mask = np.zeros((60, 80), bool)
+    mask[15:45, 20:60] = True
+    concept = PerSAM.from_checkpoint(vit_t_checkpoint).learn(photo((200, 60, 40)), mask, name="dog")
+    return concept.save(tmp_path_factory.mktemp("concept") / "dog.concept")
+
+
+@contextlib.contextmanager
+def one_page(app_url: str):
+    outside: list[str] = []
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield open_page(browser, app_url, outside)
+        finally:
+            browser.close()
+    assert outside == [], f"the page fetched from outside this computer: {outside[:5]}"
+
+
+def upload_one(page, selector: str, path: Path) -> None:
+    """Upload into a single-file box, first clearing what it holds (it then has no file input)."""
+    clear = page.locator(f"{selector} button[aria-label='Clear']")
+    if clear.count():
+        clear.first.click()
+    page.locator(f"{selector} input[type=file]").set_input_files(str(path))
+
+
+def no_server_paths(locator) -> None:
+    """Messages name files as the user uploaded them, never Gradio's temp copies."""
+    text = locator.inner_text()
+    assert "gradio" not in text and "/tmp" not in text, text
+
+
+def test_find_goes_on_past_bad_photos_and_lists_them(app_url, concept_file, tmp_path):
+    expect = playwright_api.expect
+    kitchen = save_image(tmp_path / "kitchen.png", photo((200, 60, 40), flip=True))
+    tiny = save_image(tmp_path / "tiny.png", np.full((10, 10, 3), 90, np.uint8))
+    garbage = write_bytes(tmp_path / "garbage.jpg", b"these are not the pixels you are looking for")
+    with one_page(app_url) as page:
+        # The README's dog.save("dog.concept") can be picked and loaded.
+        page.locator("#concept-upload input[type=file]").set_input_files(str(concept_file))
+        expect(page.locator("#learn-status")).to_contain_text("Loaded 'dog' with PerSAM", timeout=WAIT_MS)
+        page.locator("#targets input[type=file]").set_input_files([str(garbage), str(kitchen), str(tiny)])
+        page.locator("#find").click()
+        status = page.locator("#find-status")
+        expect(status).to_contain_text("Searched 1 photo: found in", timeout=WAIT_MS)
+        expect(status).to_contain_text("2 photos failed")
+        expect(status.locator("li")).to_have_count(2)
+        expect(status).to_contain_text("garbage.jpg is not an image")
+        expect(status).to_contain_text("image tiny.png is 10x10 pixels; persam needs at least 16x16")
+        no_server_paths(status)
+        expect(page.locator("#gallery img")).to_have_count(1, timeout=WAIT_MS)
+        expect(page.locator("#gallery")).to_contain_text("kitchen.png: ")
+        with zipfile.ZipFile(download(page, "#masks-zip", tmp_path / "masks.zip")) as archive:
+            assert archive.namelist() == ["kitchen.png"]
+
+
+def test_concept_from_another_checkpoint_warns(app_url, concept_file, tmp_path):
+    expect = playwright_api.expect
+    # Same model type, other weights: what the API and CLI warn about (the model fingerprint differs).
+    other = dataclasses.replace(Concept.load(concept_file), fingerprint="another checkpoint")
+    path = other.save(tmp_path / "other.pt")
+    with one_page(app_url) as page:
+        upload_one(page, "#concept-upload", path)
+        status = page.locator("#learn-status")
+        expect(status).to_contain_text("Loaded 'dog'", timeout=WAIT_MS)
+        # The words are the library's own (PerSAM.check_concept's warning).
+        expect(status).to_contain_text(re.compile(r"Warning: concept .*learned with a different checkpoint"
+                                                  r".*results may be poor"))
+        upload_one(page, "#concept-upload", concept_file)  # made with this very checkpoint: no warning
+        expect(status).not_to_contain_text("Warning", timeout=WAIT_MS)
+        expect(status).to_contain_text("Loaded 'dog'")
+
+
+def test_bad_reference_and_mask_uploads_are_refused_at_once(app_url, tmp_path):
+    expect = playwright_api.expect
+    tiny = save_image(tmp_path / "tiny.png", np.full((10, 10, 3), 90, np.uint8))
+    mug = save_image(tmp_path / "mug.png", photo((200, 60, 40)))
+    noise = save_image(tmp_path / "holiday.png", np.random.default_rng(0).integers(0, 256, (60, 80, 3), np.uint8))
+    white = save_image(tmp_path / "white.png", np.full((60, 80), 255, np.uint8))
+    garbage = write_bytes(tmp_path / "garbage.png", b"not a picture")
+    good = np.zeros((60, 80), np.uint8)
+    good[15:45, 20:60] = 255
+    good = save_image(tmp_path / "mug_mask.png", good)
+    with one_page(app_url) as page:
+        status = page.locator("#ref-status")
+        page.locator("#ref-image input[type=file]").set_input_files(str(tiny))
+        expect(status).to_contain_text("Error: image tiny.png is 10x10 pixels; persam needs at least 16x16",
+                                       timeout=WAIT_MS)
+        expect(page.locator("#ref-image img")).to_have_count(0)  # nothing left to click on
+        page.locator("#ref-image input[type=file]").set_input_files(str(mug))
+        expect(status).to_contain_text("Now click", timeout=WAIT_MS)
+        page.get_by_text("Already have a mask?").click()
+        for path, message in ((noise, "Error: mask holiday.png looks like a photo, not a mask"),
+                              (white, "Error: mask white.png marks every pixel as the object"),
+                              (garbage, "Error: garbage.png is not an image")):
+            upload_one(page, "#mask-upload", path)
+            expect(status).to_contain_text(message, timeout=WAIT_MS)
+            no_server_paths(status)
+        upload_one(page, "#mask-upload", good)
+        expect(status).to_contain_text("Mask ready (25.0% of the photo, from the uploaded mask)", timeout=WAIT_MS)
+
+
+def test_undoing_a_box_asks_again_for_its_second_corner(app_url, tmp_path):
+    expect = playwright_api.expect
+    mug = save_image(tmp_path / "mug.png", photo((200, 60, 40)))
+    with one_page(app_url) as page:
+        status = page.locator("#ref-status")
+        page.locator("#ref-image input[type=file]").set_input_files(str(mug))
+        expect(status).to_contain_text("Now click", timeout=WAIT_MS)
+        page.locator("#click-mode").get_by_text("Box: two corners").click()
+        picture = page.locator("#ref-image img")
+        box = picture.bounding_box()
+        picture.click(position={"x": box["width"] * 0.25, "y": box["height"] * 0.25})
+        expect(status).to_contain_text("Now click the opposite corner of the box.", timeout=WAIT_MS)
+        picture.click(position={"x": box["width"] * 0.75, "y": box["height"] * 0.75})
+        expect(status).not_to_contain_text("opposite corner", timeout=WAIT_MS)
+        page.locator("#undo").click()
+        expect(status).to_contain_text("Now click the opposite corner of the box.", timeout=WAIT_MS)
+        page.locator("#undo").click()
+        expect(status).to_contain_text("Click on your object.", timeout=WAIT_MS)

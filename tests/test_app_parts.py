@@ -88,3 +88,30 @@ def test_launch_is_local_private_and_limited(monkeypatch, capsys, host, warned):
     assert page.calls["blocked"]
     err = capsys.readouterr().err
     assert ("warning: listening on 0.0.0.0" in err) == warned
+
+
+def test_status_after_undo_follows_the_clicks():
+    from persam.app import _click_note
+
+    ready, start = "ready", "start"
+    prompts = Prompts()
+    prompts.click(MODE_BOX, 10, 10)
+    assert _click_note(prompts, None, ready, start) == "Now click the opposite corner of the box."
+    prompts.click(MODE_BOX, 30, 30)
+    assert _click_note(prompts, np.ones((4, 4), bool), ready, start) == ready
+    prompts.undo()  # the box goes, its first corner stays: ask for the second one again
+    assert _click_note(prompts, None, ready, start) == "Now click the opposite corner of the box."
+    prompts.undo()
+    assert _click_note(prompts, None, ready, start) == start
+    assert "SAM found nothing" in _click_note(prompts, np.zeros((4, 4), bool), ready, start)
+
+
+def test_errors_name_uploads_as_the_user_named_them():
+    from gradio.utils import get_upload_folder
+
+    from persam.app import as_uploaded
+
+    folder = get_upload_folder()
+    text = f"{folder}/98acead0c1/garbage.jpg is not an image; {folder}/ab12/my photo.png too"
+    assert as_uploaded(text) == "garbage.jpg is not an image; my photo.png too"
+    assert as_uploaded("image /home/me/tiny.png is 10x10") == "image /home/me/tiny.png is 10x10"
