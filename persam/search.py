@@ -19,6 +19,7 @@ import io
 import json
 import os
 import urllib.parse
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
@@ -28,12 +29,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from persam_files import (IMAGE_SUFFIXES, ImageReadError, atomic_write, list_images,
-                          read_image, voc_palette, write_bytes, write_text)
+from persam_files import (IMAGE_SUFFIXES, ImageReadError, atomic_write, read_image, voc_palette,
+                          write_bytes, write_text)
 from sam_core import ImageEmbedding
 
 from .concept import Concept
 from .find import Detection
+from .inputs import InputError, collect_inputs
 from .model import ImageSizeError, PerSAM, check_image_size
 from .overlay import draw_overlay
 
@@ -72,29 +74,31 @@ class ImageItem:
     name: str
 
 
-def list_album(inputs: Sequence[str | os.PathLike], exclude: Sequence[str | os.PathLike] = ()) -> list[ImageItem]:
-    """Image files of ``inputs`` (folders recursively, by extension; files as given), sorted by
-    absolute path, without duplicates and without anything inside the ``exclude`` folders."""
+def list_album(inputs: Sequence[str | os.PathLike], exclude: Sequence[str | os.PathLike] = (),
+               out: str | os.PathLike | None = None) -> list[ImageItem]:
+    """Image files of ``inputs`` (folders recursively, by extension), sorted by absolute path,
+    without duplicates and without anything inside ``out`` or the ``exclude`` folders.
+
+    The files and their output names follow segment/find's rules
+    (:func:`persam.inputs.collect_inputs`, the one place they live): ``out`` may not be
+    an input folder, and two images whose outputs would share a name (``a.jpg`` and ``a.png``)
+    are refused, before any work, rather than one overwriting the other's thumbnail and masks.
+    """
+    try:
+        found = collect_inputs(inputs, out=out)
+    except InputError as exc:
+        raise SearchError(str(exc)) from None
     excluded = [os.path.abspath(p) for p in exclude]
-    paths: set[str] = set()
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = [os.path.abspath(p) for p in list_images(path, recursive=True)]
-            paths.update(p for p in found if not any(_inside(p, folder) for folder in excluded))
-        elif path.exists():
-            paths.add(os.path.abspath(path))  # named explicitly: tried even with an odd suffix
-        else:
-            raise SearchError(f"input {path} not found")
-    if not paths:
-        raise SearchError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, inputs))}")
-    ordered = sorted(paths)
-    root = os.path.commonpath([os.path.dirname(p) for p in ordered])
-    items = []
-    for path in ordered:
+    items: dict[str, ImageItem] = {}
+    for image in found:
+        path = os.path.abspath(image.path)
+        if path in items or any(_inside(path, folder) for folder in excluded):
+            continue
         stat = os.stat(path)
-        items.append(ImageItem(path, stat.st_size, stat.st_mtime_ns, os.path.relpath(path, root)))
-    return items
+        items[path] = ImageItem(path, stat.st_size, stat.st_mtime_ns, image.relative.as_posix())
+    if not items:
+        raise SearchError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, inputs))}")
+    return [items[path] for path in sorted(items)]
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -302,19 +306,15 @@ class SearchWorker:
             entry = {"fingerprint": self.fingerprints[name], "threshold": _rounded(detection.threshold),
                      **_rounded(detection.to_dict())}
             if detection.present:
-                stem = _output_stem(item.name)
-                thumb = f"thumbs/{name}/{stem}.jpg"
-                result.files[thumb] = _thumbnail(image, detection)
-                entry["thumbnail"] = thumb
-                if self.settings.masks:
-                    mask = f"masks/{name}/{stem}.png"
-                    result.files[mask] = _png_bytes(detection.label_map())
-                    entry["mask"] = mask
-                if self.settings.overlays:
-                    overlay = f"overlays/{name}/{stem}.jpg"
-                    masks = [instance.mask for instance in detection.instances]
-                    result.files[overlay] = _jpeg_bytes(draw_overlay(image, masks))
-                    entry["overlay"] = overlay
+                for key, relative in side_files(name, item, self.settings).items():
+                    if key == "thumbnail":
+                        data = _thumbnail(image, detection)
+                    elif key == "mask":
+                        data = _png_bytes(detection.label_map())
+                    else:
+                        data = _jpeg_bytes(draw_overlay(image, [i.mask for i in detection.instances]))
+                    result.files[relative] = data
+                    entry[key] = relative
             concepts[name] = entry
         result.row = {"image": item.path, "width": int(image.shape[1]), "height": int(image.shape[0]),
                       "size": item.size, "mtime_ns": item.mtime_ns, "concepts": concepts}
@@ -334,6 +334,21 @@ def _rounded(value):
     if isinstance(value, (float, np.floating)):
         return round(float(value), _DECIMALS) if np.isfinite(value) else None
     return value
+
+
+SIDE_KEYS = ("thumbnail", "mask", "overlay")  # a hit's entry keys that name a file under OUT
+
+
+def side_files(concept: str, item: ImageItem, settings: SearchSettings) -> dict[str, str]:
+    """The files a hit of ``concept`` in ``item`` gets, ``{entry key: path under OUT}``, in the
+    order they are written: always a thumbnail, a mask / overlay when the settings ask."""
+    stem = _output_stem(item.name)
+    files = {"thumbnail": f"thumbs/{concept}/{stem}.jpg"}
+    if settings.masks:
+        files["mask"] = f"masks/{concept}/{stem}.png"
+    if settings.overlays:
+        files["overlay"] = f"overlays/{concept}/{stem}.jpg"
+    return files
 
 
 def _output_stem(name: str) -> str:
@@ -415,6 +430,8 @@ class JsonlAppender:
         if not data:
             return
         if self.fd is None:
+            # Created with its first line, not before (README: nothing until the first result).
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         view = memoryview(data)
         while view:
@@ -429,9 +446,10 @@ class JsonlAppender:
 
 
 def _write_rows(path: Path, rows: Sequence[dict]) -> None:
-    """Replace a JSON-lines file atomically (only when its bytes change)."""
+    """Replace a JSON-lines file atomically (only when its bytes change; an empty one is not
+    created, so a run stopped before its first result leaves no empty files behind)."""
     text = "".join(_row_line(row) for row in rows)
-    if path.is_file() and path.read_bytes() == text.encode():
+    if (path.is_file() and path.read_bytes() == text.encode()) or (not text and not path.exists()):
         return
     write_text(path, text)
 
@@ -439,8 +457,10 @@ def _write_rows(path: Path, rows: Sequence[dict]) -> None:
 @dataclass
 class SearchSummary:
     """What a run did: ``images`` searched (rows in results.jsonl), ``hits`` per concept,
-    ``errors`` (unreadable files), ``skipped`` (already done before this run), ``encoded``
-    (encoder passes this run) and ``index_hits`` (embeddings read from the index)."""
+    ``errors`` (unreadable files), ``skipped`` (files already done before this run, searched
+    or not), ``skipped_errors`` (those of them that could not be used), ``encoded`` (encoder
+    passes this run), ``index_hits`` (embeddings read from the index) and ``dropped`` (earlier
+    rows of images that are not among this run's inputs)."""
 
     out: Path
     images: int
@@ -450,12 +470,18 @@ class SearchSummary:
     encoded: int
     index_hits: int
     interrupted: bool = False
+    skipped_errors: int = 0
+    dropped: int = 0
 
     def text(self) -> str:
         files = self.images + self.errors
         unreadable = f"{self.errors} could not be used" + (f" (see {self.out / ERRORS_FILE})" if self.errors else "")
-        lines = [f"{_count(files, 'file')}: {self.images} searched, {unreadable}; {self.skipped} of them "
-                 f"done before this run, {_count(self.encoded, 'encoder pass', 'encoder passes')} now, "
+        # "done before" counts files, as the line does: say how many of them were unusable.
+        before = f"{self.skipped} of them done before this run" + (
+            f" ({self.skipped - self.skipped_errors} searched, {self.skipped_errors} could not be used)"
+            if self.skipped_errors else "")
+        lines = [f"{_count(files, 'file')}: {self.images} searched, {unreadable}; {before}, "
+                 f"{_count(self.encoded, 'encoder pass', 'encoder passes')} now, "
                  f"{self.index_hits} from the index"]
         lines += [f"  {name}: {_count(count, 'hit')}" for name, count in self.hits.items()]
         lines.append(f"results: {self.out / RESULTS_FILE}; contact sheet: {self.out / HTML_FILE}")
@@ -467,11 +493,12 @@ def _count(count: int, singular: str, plural: str | None = None) -> str:
 
 
 class _OutputFolder:
-    """The state of OUT: which images are done, and the writers of its files."""
+    """The state of OUT: which images are done, and the writers of its files. Nothing is
+    created here: OUT and its files appear with the first result (README 'Album search')."""
 
-    def __init__(self, out: Path, items: Sequence[ImageItem], fingerprints: dict[str, str]) -> None:
+    def __init__(self, out: Path, items: Sequence[ImageItem], fingerprints: dict[str, str],
+                 settings: SearchSettings) -> None:
         self.out = out
-        out.mkdir(parents=True, exist_ok=True)
         self.order = {item.path: position for position, item in enumerate(items)}
         current = {item.path: item for item in items}
 
@@ -485,18 +512,38 @@ class _OutputFolder:
                     and all(isinstance(concepts[n], dict) and concepts[n].get("fingerprint") == fp
                             for n, fp in fingerprints.items()))
 
+        def same_files(row: dict) -> bool:
+            """A hit's side files are the ones this run would write (the --masks / --overlay
+            asked for now, at the names of this run's inputs), and on disk. Files no longer asked
+            for are taken off the row (and removed at the end, see _remove_orphans)."""
+            item = current[row["image"]]
+            for name, entry in row["concepts"].items():
+                if not entry.get("present"):
+                    continue
+                expected = side_files(name, item, settings)
+                for key in SIDE_KEYS:
+                    if key not in expected:
+                        entry.pop(key, None)
+                    elif entry.get(key) != expected[key] or not (out / expected[key]).is_file():
+                        return False
+            return True
+
+        stored = read_jsonl(out / RESULTS_FILE)
+        stored_errors = read_jsonl(out / ERRORS_FILE)
+        # Rows of images that are not among this run's inputs are dropped: counted, to warn.
+        self.dropped = len({row["image"] for row in stored + stored_errors if row["image"] not in current})
         self.rows: dict[str, dict] = {}
-        for row in read_jsonl(out / RESULTS_FILE):
-            if same_file(row) and same_concepts(row):
+        for row in stored:
+            if same_file(row) and same_concepts(row) and same_files(row):
                 self.rows[row["image"]] = row  # a later duplicate replaces an earlier one
         self.errors: dict[str, dict] = {}
-        for row in read_jsonl(out / ERRORS_FILE):
+        for row in stored_errors:
             if same_file(row) and row["image"] not in self.rows:
                 self.errors[row["image"]] = row  # same bytes, same failure: not retried
         # Keep only rows this run stands by (drops torn lines, stale rows, other concepts), in order.
         self._rewrite()
         # Temp files of a run killed mid-write (atomic_write names them .<stem>.<random>.tmp<suffix>).
-        for leftover in out.rglob(".*.tmp*"):
+        for leftover in out.rglob(".*.tmp*") if out.is_dir() else ():
             if leftover.is_file():
                 leftover.unlink(missing_ok=True)
         self.results = JsonlAppender(out / RESULTS_FILE)
@@ -534,7 +581,26 @@ class _OutputFolder:
                                              for name in names]
         write_text(self.out / SUMMARY_FILE, "".join(lines))
         write_text(self.out / HTML_FILE, contact_sheet(self.out, ordered, names, self._sorted(self.errors)))
+        self._remove_orphans(ordered)
         return hits
+
+    def _remove_orphans(self, rows: Sequence[dict]) -> None:
+        """Delete the thumbnails, masks and overlays no row points at (rows dropped or redone,
+        masks no longer asked for), and folders left empty: OUT then holds what a fresh run with
+        these inputs and options writes. Only the three side-file folders, which are the search's own."""
+        kept = {entry[key] for row in rows for entry in row["concepts"].values() for key in SIDE_KEYS
+                if key in entry}
+        for top in ("thumbs", "masks", "overlays"):
+            folder = self.out / top
+            if not folder.is_dir():
+                continue
+            # Deepest first (a folder sorts before its contents): files, then emptied folders.
+            for path in sorted(folder.rglob("*"), reverse=True) + [folder]:
+                if path.is_dir() and not path.is_symlink():
+                    if not any(path.iterdir()):
+                        path.rmdir()
+                elif path.relative_to(self.out).as_posix() not in kept:
+                    path.unlink()
 
     def close(self) -> None:
         self.results.close()
@@ -571,7 +637,7 @@ def contact_sheet(out: Path, rows: Sequence[dict], names: Sequence[str], errors:
         parts.append(f"<tr><td><a href=\"#{esc(name)}\">{esc(name)}</a></td><td>{len(hits)}</td></tr>")
     parts.append("</table>")
     if errors:
-        parts.append(f"<p>{len(errors)} files could not be read: see "
+        parts.append(f"<p>{_count(len(errors), 'file')} could not be read: see "
                      f"<a href=\"{ERRORS_FILE}\">{ERRORS_FILE}</a>.</p>")
     for name, hits in per_concept.items():
         parts.append(f"<h2 id=\"{esc(name)}\">{esc(name)}: {len(hits)} hits</h2>")
@@ -611,7 +677,8 @@ def search(inputs: Sequence[str | os.PathLike] | str | os.PathLike,
     Give the model as ``checkpoint`` (and ``model_type``, ``device``) or as a ready ``persam``
     (local runs only). ``ray``: False/None runs here; True starts (or joins) a local Ray;
     a string is the address of a running Ray cluster, with ``ray_actors`` actors of
-    ``ray_cpus`` CPUs and ``ray_gpus`` GPUs each. A rerun with the same OUT resumes. Ctrl-C
+    ``ray_cpus`` CPUs and ``ray_gpus`` GPUs each. A rerun with the same OUT resumes (rows of
+    images not among ``inputs`` are dropped, with a warning). Ctrl-C
     raises :class:`SearchInterrupted` after everything finished so far is on disk.
     """
     if batch_size < 1:
@@ -622,7 +689,7 @@ def search(inputs: Sequence[str | os.PathLike] | str | os.PathLike,
     named = dict(concepts) if isinstance(concepts, Mapping) else load_concepts(concepts)
     if isinstance(inputs, (str, os.PathLike)):  # one file or folder
         inputs = [inputs]
-    items = list_album(inputs, exclude=[out] + ([index] if index else []))
+    items = list_album(inputs, exclude=[index] if index else [], out=out)
     settings = SearchSettings(threshold=threshold, max_instances=max_instances, masks=masks,
                               overlays=overlays, index=os.path.abspath(index) if index else None)
     if ray:
@@ -640,9 +707,15 @@ def search(inputs: Sequence[str | os.PathLike] | str | os.PathLike,
             persam = PerSAM.from_checkpoint(checkpoint, model_type, device=device, cache_size=0)
         runner = LocalSearch(SearchWorker(persam, named, settings))
 
-    folder = _OutputFolder(out, items, runner.fingerprints)
+    folder = _OutputFolder(out, items, runner.fingerprints, settings)
+    if folder.dropped:
+        warnings.warn(f"{out / RESULTS_FILE} had results for {_count(folder.dropped, 'image')} that "
+                      "are not among this run's inputs (removed, or in folders not given this time); "
+                      "they are dropped, with their thumbnails, masks and overlays. Give all folders "
+                      "in one run (or another --out) to keep them", stacklevel=2)
     todo = [item for item in items if not folder.done(item)]
     skipped = len(items) - len(todo)
+    skipped_errors = sum(item.path in folder.errors for item in items)
     encoded = index_hits = 0
     from tqdm import tqdm
 
@@ -658,13 +731,15 @@ def search(inputs: Sequence[str | os.PathLike] | str | os.PathLike,
         folder.close()
         done = len(folder.rows) + len(folder.errors)
         raise SearchInterrupted(SearchSummary(out, done, {}, len(folder.errors), skipped, encoded,
-                                              index_hits, interrupted=True)) from None
+                                              index_hits, interrupted=True, skipped_errors=skipped_errors,
+                                              dropped=folder.dropped)) from None
     finally:
         bar.close()
         folder.close()
         runner.close()
     hits = folder.finish(list(named))
-    return SearchSummary(out, len(folder.rows), hits, len(folder.errors), skipped, encoded, index_hits)
+    return SearchSummary(out, len(folder.rows), hits, len(folder.errors), skipped, encoded, index_hits,
+                         skipped_errors=skipped_errors, dropped=folder.dropped)
 
 
 class LocalSearch:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import pickle
+import socket
+import urllib.parse
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -25,6 +27,9 @@ from .search import (ImageItem, ImageResult, SearchError, SearchSettings, Search
                      concept_fingerprint)
 
 INSTALL_HINT = 'Ray is not installed; pip install "persam[ray]"'
+RAY_PORT = 6379  # the port 'ray start --head' listens on unless told otherwise (Ray's default)
+RAY_CLIENT_PORT = 10001  # Ray Client's default, for ray://HOST addresses
+CONNECT_TIMEOUT_S = 3.0
 
 
 def import_ray():
@@ -34,6 +39,39 @@ def import_ray():
     except ImportError:
         raise SearchError(INSTALL_HINT) from None
     return ray
+
+
+def ray_endpoint(address: str) -> tuple[str, int] | None:
+    """(host, port) that a Ray address names: ``HOST[:PORT]`` (default 6379) or
+    ``ray://HOST[:PORT]`` (default 10001); None for the addresses Ray resolves itself (``auto``,
+    ``local``) and other schemes."""
+    scheme, has_scheme, rest = address.partition("://")
+    if not has_scheme:
+        scheme, rest = "", address
+    if scheme not in ("", "ray") or address in ("auto", "local"):
+        return None
+    try:
+        parsed = urllib.parse.urlsplit("//" + rest)
+        port = parsed.port
+    except ValueError:
+        raise SearchError(f"--ray {address} is not a Ray address (HOST:PORT, e.g. 10.0.0.5:6379)") from None
+    if not parsed.hostname:
+        raise SearchError(f"--ray {address} is not a Ray address (HOST:PORT, e.g. 10.0.0.5:6379)")
+    return parsed.hostname, port or (RAY_CLIENT_PORT if scheme == "ray" else RAY_PORT)
+
+
+def check_ray_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """One line, within ``timeout`` seconds, when nothing listens at ``address``: ray.init would
+    retry for minutes there, flooding the terminal with Ray's log lines."""
+    endpoint = ray_endpoint(address)
+    if endpoint is None:
+        return
+    try:
+        with socket.create_connection(endpoint, timeout=timeout):
+            pass
+    except OSError:  # refused, timed out, unknown host
+        raise SearchError(f"no Ray cluster answers at {address} (start one with 'ray start --head', "
+                          "or give --ray without an address for a local Ray)") from None
 
 
 class SearchActor:
@@ -70,6 +108,8 @@ class RaySearch:
         if actors < 1:
             raise SearchError(f"--ray-actors must be at least 1, got {actors}")
         self.ray = import_ray()
+        if address is not None and not self.ray.is_initialized():
+            check_ray_address(address)  # before loading anything: a wrong address fails at once
         from sam_core import build_sam, model_fingerprint
 
         # The driver needs the model's fingerprint to know which rows are already done; it loads

@@ -397,7 +397,7 @@ def test_collect_inputs_rules(tmp_path):
     """The input rules behind ``segment``'s folders, without a model: symlinked images are
     mirrored where the user sees them, a file given twice is segmented once, excluded files
     (the --ref-mask) are never picked from a folder, hidden files are skipped."""
-    from persam.commands.support import InputError, collect_inputs
+    from persam.inputs import InputError, collect_inputs
 
     photos = tmp_path / "photos"
     save_rgb(photos / "b.jpg", 1)

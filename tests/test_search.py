@@ -105,10 +105,11 @@ def search_args(album, concepts, out, *extra):
 
 @pytest.fixture(scope="module")
 def baseline(album, concepts, checkpoint, tmp_path_factory):
-    """One uninterrupted command-line run with an index (every later run is compared with it)."""
+    """One uninterrupted command-line run with an index (every later run is compared with it).
+    Exit status 1: three files could not be used (as segment/find do; README 'Album search')."""
     base = tmp_path_factory.mktemp("baseline")
     out, index = base / "out", base / "index"
-    assert cli(search_args(album, concepts, out, "--checkpoint", str(checkpoint), "--index", str(index))) == 0
+    assert cli(search_args(album, concepts, out, "--checkpoint", str(checkpoint), "--index", str(index))) == 1
     return out, index
 
 
@@ -210,7 +211,7 @@ def test_interrupted_then_killed_then_resumed_equals_uninterrupted(baseline, alb
     done_after_kill = len(read_jsonl(out / RESULTS_FILE)) + len(read_jsonl(out / ERRORS_FILE))
     assert done < done_after_kill < 27, "the kill should land mid-run"
 
-    assert cli(search_args(album, concepts, out, "--checkpoint", str(checkpoint))) == 0
+    assert cli(search_args(album, concepts, out, "--checkpoint", str(checkpoint))) == 1  # 3 unusable files
     base, _ = baseline
     assert lines(out / RESULTS_FILE) == lines(base / RESULTS_FILE)
     assert lines(out / ERRORS_FILE) == lines(base / ERRORS_FILE)
@@ -235,6 +236,8 @@ def test_torn_last_line_is_dropped_and_redone(baseline, album, concepts, persam,
     finally:
         del persam.engine.encode_batch
     assert (summary.skipped, summary.encoded) == (26, 1) and len(calls) == 1
+    # The files done before include the 3 unusable ones, and the line says so.
+    assert "26 of them done before this run (23 searched, 3 could not be used)" in summary.text()
     assert lines(out / RESULTS_FILE) == lines(base / RESULTS_FILE)
 
 
@@ -363,3 +366,148 @@ def test_bad_inputs_are_one_line_errors(album, concepts, checkpoint, tmp_path, c
     assert status == 1 and "no images" in capsys.readouterr().err
     with pytest.raises(SearchError, match="two concepts are named"):
         search([album], [concepts["red"], concepts["red"]], tmp_path / "out", checkpoint=checkpoint)
+
+
+# -- what a new user met (README 'Album search'): refusals, reruns with other options or inputs ------
+
+
+def _small_picture(path: Path, seed: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(_picture(np.random.default_rng(seed), 32, 32, [])).save(path)
+    return path
+
+
+def test_inputs_that_would_share_outputs_or_sit_in_out_are_refused_first(concepts, tmp_path, capsys):
+    """Refused before the model loads (the checkpoint does not exist) and before OUT exists,
+    with segment/find's messages: a.jpg and a.png would both write thumbs/.../a.jpg and
+    masks/.../a.png; an input folder inside --out would be emptied of its images."""
+    _small_picture(tmp_path / "same" / "a.jpg", 1)
+    _small_picture(tmp_path / "same" / "a.png", 2)
+    missing = ["--checkpoint", str(tmp_path / "none.pth")]
+    assert cli(search_args(tmp_path / "same", concepts, tmp_path / "out", *missing)) == 1
+    err = capsys.readouterr().err.strip()
+    assert "a.jpg" in err and "a.png" in err and "rename one" in err and "\n" not in err, err
+    assert not (tmp_path / "out").exists()
+
+    album = tmp_path / "album"
+    _small_picture(album / "sub" / "b.png", 3)
+    assert cli(search_args(album / "sub", concepts, album, *missing)) == 1
+    err = capsys.readouterr().err.strip()
+    assert f"input folder {album / 'sub'} is inside --out {album}" in err and "no images" not in err, err
+    assert cli(search_args(album, concepts, album, *missing)) == 1
+    assert f"--out {album} is also an input folder" in capsys.readouterr().err
+    assert sorted(p.name for p in album.rglob("*")) == ["b.png", "sub"]  # nothing written
+
+
+def test_closed_ray_address_fails_at_once_in_one_line(album, concepts, tmp_path, capsys):
+    pytest.importorskip("ray")
+    import socket
+
+    from persam.search_ray import ray_endpoint
+
+    assert ray_endpoint("10.0.0.5") == ("10.0.0.5", 6379) and ray_endpoint("ray://h") == ("h", 10001)
+    assert ray_endpoint("[::1]:7000") == ("::1", 7000) and ray_endpoint("auto") is None
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start = time.monotonic()
+    status = cli(search_args(album, concepts, tmp_path / "out", "--checkpoint", str(tmp_path / "none.pth"),
+                             "--ray", f"127.0.0.1:{port}"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and len(err) == 1, err
+    assert err[0].startswith(f"persam search: error: no Ray cluster answers at 127.0.0.1:{port}"), err
+    assert time.monotonic() - start < 10 and not (tmp_path / "out").exists()
+
+
+def _two_hits(baseline) -> list[str]:
+    """Two images with a hit (names photo_NN are unique across the album)."""
+    rows = [json.loads(line) for line in lines(baseline[0] / RESULTS_FILE)]
+    hit = [row["image"] for row in rows if any(e["present"] for e in row["concepts"].values())]
+    assert len(hit) >= 2
+    return hit[:2]
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for top in ("thumbs", "masks", "overlays")
+            for p in sorted((out / top).rglob("*")) if p.is_file()}
+
+
+def test_rerun_with_masks_redoes_the_hits_and_without_them_takes_them_off(baseline, album, concepts, persam,
+                                                                          tmp_path):
+    """Adding --masks --overlay to a finished search redoes the hits (the rest stays done):
+    the folder equals a fresh run with those options. Dropping them again takes the links off
+    the rows and deletes the files: the folder equals the first run's."""
+    _, index = baseline
+    small = tmp_path / "small"
+    small.mkdir()
+    for path in _two_hits(baseline):  # copies: the same pixels, so the index spares the encoder
+        shutil.copy(path, small / Path(path).name)
+    red_blue = [concepts["red"], concepts["blue"]]
+    common = dict(persam=persam, index=index, batch_size=BATCH, threshold=THRESHOLD, progress=False)
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    search([small], red_blue, out, **common)
+    plain_rows, plain_files = lines(out / RESULTS_FILE), _files(out)
+    hits_now = sum(any(e["present"] for e in json.loads(row)["concepts"].values()) for row in plain_rows)
+    assert not any(key.startswith(("masks/", "overlays/")) for key in plain_files)
+
+    summary = search([small], red_blue, out, masks=True, overlays=True, **common)
+    search([small], red_blue, fresh, masks=True, overlays=True, **common)
+    assert summary.skipped == 2 - hits_now == 0 and summary.encoded == 0
+    assert lines(out / RESULTS_FILE) == lines(fresh / RESULTS_FILE)
+    assert _files(out) == _files(fresh)
+    assert any(key.startswith("masks/") for key in _files(out))
+    assert (out / HTML_FILE).read_text() == (fresh / HTML_FILE).read_text()
+
+    summary = search([small], red_blue, out, **common)
+    assert summary.skipped == 2  # nothing to decode again: the links come off the rows
+    assert lines(out / RESULTS_FILE) == plain_rows and _files(out) == plain_files
+    assert not (out / "masks").exists() and not (out / "overlays").exists()
+
+
+def test_rerun_with_other_inputs_warns_and_leaves_no_orphans(baseline, album, concepts, checkpoint, tmp_path,
+                                                             capsys):
+    """A run with other inputs into a used --out drops the other images' rows with one warning
+    line saying how many and why, and deletes their thumbnails; one photo given as a file keeps
+    its name (photo_00), so its row is reused as it is."""
+    base, index = baseline
+    out = tmp_path / "out"
+    shutil.copytree(base, out)
+    photo = album / "photo_00.png"
+    status = cli(search_args(photo, concepts, out, "--checkpoint", str(checkpoint), "--index", str(index)))
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    warnings_ = [line for line in captured.err.splitlines() if "warning" in line]
+    assert len(warnings_) == 1 and "results for 26 images that are not among this run's inputs" in warnings_[0]
+    assert "1 of them done before this run" in captured.out
+    rows = read_jsonl(out / RESULTS_FILE)
+    assert [row["image"] for row in rows] == [str(photo)] and read_jsonl(out / ERRORS_FILE) == []
+    kept = {entry["thumbnail"] for entry in rows[0]["concepts"].values() if entry["present"]}
+    assert set(_files(out)) == kept
+    assert all(any(p.iterdir()) for p in out.rglob("*") if p.is_dir()), "no empty folders left"
+
+
+def test_stopped_before_the_first_result_leaves_nothing(album, concepts, persam, tmp_path):
+    """Ctrl-C (a real KeyboardInterrupt in the main thread) during the first batch: no OUT, no
+    empty results.jsonl / errors.jsonl (README: created when the first result is written)."""
+    import _thread
+    import threading
+
+    from persam.search import SearchInterrupted
+
+    out = tmp_path / "out"
+    timer = threading.Timer(1.0, _thread.interrupt_main)
+    timer.start()
+    try:
+        with pytest.raises(SearchInterrupted) as stop:
+            search([album], [concepts["red"]], out, persam=persam, batch_size=BATCH, progress=False)
+    finally:
+        timer.cancel()
+    assert stop.value.summary.images == 0
+    assert not out.exists()
+
+
+def test_contact_sheet_counts_one_unreadable_file_in_the_singular(tmp_path):
+    from persam.search import contact_sheet
+
+    page = contact_sheet(tmp_path, [], [], [{"image": str(tmp_path / "x.jpg")}])
+    assert "1 file could not be read" in page and "1 files" not in page

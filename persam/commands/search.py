@@ -15,7 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "search", help=HELP,
         description=HELP + ". Writes OUT/results.jsonl (one row per image, appended per batch), "
         "OUT/errors.jsonl (unreadable files), OUT/summary.csv and OUT/index.html (contact sheet of "
-        "the hits). Rerun the same command to resume an interrupted search.")
+        "the hits). Rerun the same command to resume an interrupted search. Exit status: 0 when "
+        "every file was searched, 1 when some could not be used (they are listed in OUT/errors.jsonl; "
+        "everything else is written), 130 when interrupted.")
     add_model_args(parser, method=False)
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
                         help="images, or folders searched recursively (jpg, jpeg, png, bmp, tif, tiff, webp)")
@@ -72,4 +74,5 @@ def run(args: argparse.Namespace) -> int:
               f"{stop.summary.out}. Run the same command again to resume.", file=sys.stderr)
         return 130
     print(summary.text())
-    return 0
+    # As segment/find/perseg: a file that could not be used makes the run fail, after the rest is written.
+    return 1 if summary.errors else 0
