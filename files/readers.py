@@ -100,9 +100,6 @@ def _to_8bit(array: np.ndarray, name: str = "image array") -> np.ndarray:
         scale = 255.0 if finite.size and float(finite.max()) <= 1.0 else 1.0
         return np.clip(finite * scale + 0.5, 0, 255).astype(np.uint8)
     if array.dtype == np.uint16:
-        if array.size and int(array.max()) <= 255:
-            warnings.warn(f"{name} is uint16 with values 0..{int(array.max())}: read as 16-bit data that "
-                          "is nearly black; pass uint8 if these are 8-bit values", stacklevel=3)
         return (array >> 8).astype(np.uint8)
     if np.issubdtype(array.dtype, np.integer):
         low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
@@ -145,6 +142,10 @@ def read_image(source: ImageLike) -> np.ndarray:
     Raises :class:`ImageReadError` naming the file for anything that cannot be read.
     """
     if isinstance(source, np.ndarray):
+        if source.dtype == np.uint16 and source.size and int(source.max()) <= 255:
+            # a file's 16 bits are 16-bit data; an array's may be 8-bit values in a wider type
+            warnings.warn(f"image array is uint16 with values 0..{int(source.max())}: read as 16-bit data "
+                          "that is nearly black; pass uint8 if these are 8-bit values", stacklevel=2)
         return to_rgb_array(source)
     if isinstance(source, Image.Image):
         try:

@@ -59,6 +59,13 @@ def test_uint16_stays_16_bit_data_and_warns_when_it_looks_8_bit(photo):
     assert dark.max() == 0
 
 
+def test_a_dark_16_bit_file_is_not_warned_about(tmp_path):
+    Image.fromarray(np.full((20, 20), 200, np.uint16)).save(tmp_path / "dark16.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(tmp_path / "dark16.png").max() == 0  # 200 / 256: black, as OpenCV reads it
+
+
 def test_16_bit_png_files_read_as_before(tmp_path, photo):
     grey = photo[:, :, 0].astype(np.uint16) * 257 + 3  # the low byte must not matter
     Image.fromarray(grey).save(tmp_path / "g16.png")
