@@ -312,8 +312,7 @@ class Tracker:
         """Yield one (H, W) uint8 label map per frame: first the given ``label_map`` itself (an
         array or a PNG's path, as for :meth:`start`), then :meth:`step` for each later frame.
         Frames are read lazily."""
-        if isinstance(label_map, (str, os.PathLike)):
-            label_map = read_label_map(label_map)
+        label_map = _label_map_array(label_map)
         iterator = iter(frames)
         try:
             first = next(iterator)
@@ -325,9 +324,14 @@ class Tracker:
             yield self.step(frame)
 
 
+def _label_map_array(label_map: np.ndarray | str | os.PathLike) -> np.ndarray:
+    """A label map given as an array or as the path of a palette/greyscale PNG of ids."""
+    return read_label_map(label_map) if isinstance(label_map, (str, os.PathLike)) else np.asarray(label_map)
+
+
 def _check_label_map(label_map: np.ndarray | str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
     """(H, W) integer ids in 0..255 (or a label map PNG's path) of the given frame size -> uint8."""
-    labels = read_label_map(label_map) if isinstance(label_map, (str, os.PathLike)) else np.asarray(label_map)
+    labels = _label_map_array(label_map)
     if labels.dtype == np.bool_:
         labels = labels.astype(np.uint8)
     if labels.ndim != 2:

@@ -142,12 +142,12 @@ def read_first_mask(path: str | os.PathLike, frame_size: tuple[int, int],
     except MaskReadError:
         indices = None
     height, width = frame_size
-    ids = set(np.unique(indices).tolist()) - {0, VOID_ID} if indices is not None else set()
-    if ids and palette is not None:  # a palette label map keeps its colours
+    values = np.unique(indices).tolist() if indices is not None else []
+    ids = set(values) - {0, VOID_ID}
+    grey_ids = palette is None and len(ids) >= 2 and len(values) <= MAX_GREY_IDS
+    if ids and (palette is not None or grey_ids):  # a label map; a palette one keeps its colours
         labels = np.where(indices == VOID_ID, 0, indices).astype(np.uint8)
-    elif len(ids) >= 2 and len(np.unique(indices)) <= MAX_GREY_IDS:  # greyscale ids
-        labels = np.where(indices == VOID_ID, 0, indices).astype(np.uint8)
-        palette = voc_palette()
+        palette = palette or voc_palette()
     else:  # one object
         labels = load_mask(path, allow_empty=True, allow_full=True).astype(np.uint8)
         palette = voc_palette()
