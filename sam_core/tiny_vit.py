@@ -27,9 +27,12 @@ class Conv2d_BN(nn.Sequential):  # noqa: N801 - the released checkpoints use thi
                                        groups=groups, bias=False))
         self.add_module("bn", nn.BatchNorm2d(out_chans))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
+        """The convolution + BatchNorm; ``gelu``: then the exact GELU (in place, or fused
+        into the convolution by ``common.conv2d``)."""
         if self.training:
-            return super().forward(x)
+            out = super().forward(x)
+            return F.gelu(out) if gelu else out
         # Inference: fold BatchNorm into the convolution (one pass over the activations
         # instead of two). Recomputed per call from the current weights, so a checkpoint
         # loaded later is always what is used; the weights are tiny next to the activations.
@@ -37,7 +40,7 @@ class Conv2d_BN(nn.Sequential):  # noqa: N801 - the released checkpoints use thi
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         weight = conv.weight * scale[:, None, None, None]
         bias = bn.bias - bn.running_mean * scale
-        return conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        return conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups, gelu=gelu)
 
 
 class PatchEmbed(nn.Module):
@@ -52,8 +55,8 @@ class PatchEmbed(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv1, _, conv2 = self.seq  # seq[1] is the GELU, applied in place (common.gelu_fresh)
-        return conv2(gelu_fresh(conv1(x)))
+        conv1, _, conv2 = self.seq  # seq[1] is the GELU, applied by conv1 (Conv2d_BN's gelu)
+        return conv2(conv1(x, gelu=True))
 
 
 class MBConv(nn.Module):
@@ -70,9 +73,9 @@ class MBConv(nn.Module):
         self.act3 = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # act1-3 are GELUs, applied in place on fresh outputs (common.gelu_fresh)
-        y = gelu_fresh(self.conv1(x))
-        y = gelu_fresh(self.conv2(y))
+        # act1-3 are GELUs: act1 and act2 applied by the convolutions (Conv2d_BN's gelu),
+        # act3 in place on the fresh sum (common.gelu_fresh)
+        y = self.conv2(self.conv1(x, gelu=True), gelu=True)
         y = self.conv3(y)
         return gelu_fresh(y + x)
 
@@ -96,8 +99,8 @@ class PatchMerging(nn.Module):
         if x.ndim == 3:  # (B, H*W, C) -> a channels-last (B, C, H, W) view, no copy
             height, width = self.input_resolution
             x = x.view(x.shape[0], height, width, -1).permute(0, 3, 1, 2)
-        x = gelu_fresh(self.conv1(x))  # self.act, in place (common.gelu_fresh)
-        x = gelu_fresh(self.conv2(x))
+        x = self.conv1(x, gelu=True)  # self.act, applied by the convolutions (Conv2d_BN's gelu)
+        x = self.conv2(x, gelu=True)
         x = self.conv3(x)
         return x.flatten(2).transpose(1, 2)
 

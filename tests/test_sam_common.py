@@ -186,3 +186,39 @@ def test_encoder_output_with_and_without_onednn():
         finally:
             set_onednn_linear(True)
     assert (on - off).abs().max().item() <= 1e-5 * max(1.0, off.abs().max().item())
+
+
+@pytest.mark.parametrize("kernel, groups", [(1, 1), (3, 8), (3, 1)])
+def test_conv2d_with_gelu_fuses_it_where_onednn_can_and_equals_conv_then_gelu(kernel, groups):
+    """``conv2d(..., gelu=True)``: oneDNN's GELU post-op where the process check passed (one
+    operator call, no separate GELU), else the convolution then the in-place GELU; the values are
+    F.gelu(F.conv2d(...)) either way. The check itself must pass on an x86 build with oneDNN."""
+    import platform
+
+    from sam_core import runtime
+    from sam_core.common import conv2d
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 20, 18).contiguous(memory_format=torch.channels_last) * 2
+    weight, bias = torch.randn(8, 8 // groups, kernel, kernel) * 0.3, torch.randn(8)
+    want = F.gelu(F.conv2d(x, weight, bias, 1, kernel // 2, 1, groups))
+    with torch.no_grad():
+        if platform.machine() in ("x86_64", "AMD64") and torch.backends.mkldnn.is_available():
+            assert runtime.onednn_gelu_fusion_enabled()
+        fused = runtime.onednn_gelu_fusion_enabled()
+        ops = _ops_called(lambda: conv2d(x, weight, bias, 1, kernel // 2, 1, groups, gelu=True))
+        assert ("mkldnn::_convolution_pointwise" in ops) == fused
+        assert ("aten::gelu_" in ops) != fused
+        got = conv2d(x, weight, bias, 1, kernel // 2, 1, groups, gelu=True)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        assert (got - want).abs().max().item() < 1e-5
+        saved = runtime._onednn_gelu
+        try:
+            runtime._onednn_gelu = False  # the fusion unavailable: convolution, then GELU
+            off = conv2d(x, weight, bias, 1, kernel // 2, 1, groups, gelu=True)
+            assert "mkldnn::_convolution_pointwise" not in _ops_called(
+                lambda: conv2d(x, weight, bias, 1, kernel // 2, 1, groups, gelu=True))
+        finally:
+            runtime._onednn_gelu = saved
+        assert (off - want).abs().max().item() < 1e-5
+        assert (got - off).abs().max().item() < 1e-6
