@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from sam_core import onednn_linear_enabled
+from sam_core import onednn_gelu_fusion_enabled, onednn_linear_enabled
 
 __all__ = ["StageTimer", "product_flops"]
 
@@ -66,8 +66,9 @@ def product_flops(function: Callable[[], object]) -> int:
     attention products that ``function()`` runs, counted by torch's ``FlopCounterMode`` per
     operator call from the shapes, whatever the timing. Elementwise work (activations, norms,
     softmax, copies) is not counted: this is the arithmetic a processor's matrix-product rate
-    bounds. torch's table lacks the CPU attention kernel and the oneDNN convolution that
-    ``sam_core.common.Linear`` and ``sam_core.common.conv2d`` call directly; both are added here."""
+    bounds. torch's table lacks the CPU attention kernel and the oneDNN convolutions (plain and
+    with a fused GELU) that ``sam_core.common.Linear`` and ``sam_core.common.conv2d`` call
+    directly; they are added here."""
     from torch.utils.flop_counter import FlopCounterMode  # benchmarks only: not at import
 
     # keyed by operator packet, as FlopCounterMode looks them up
@@ -76,6 +77,8 @@ def product_flops(function: Callable[[], object]) -> int:
         extra[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_cpu_flops
     if onednn_linear_enabled():  # (its one-time probe then runs here, not inside the count)
         extra[torch.ops.aten.mkldnn_convolution] = _onednn_conv_flops
+    if onednn_gelu_fusion_enabled():  # a convolution with its GELU applied by oneDNN
+        extra[torch.ops.mkldnn._convolution_pointwise] = _onednn_conv_flops
     counter = FlopCounterMode(display=False, custom_mapping=extra)
     with counter:
         function()

@@ -9,7 +9,7 @@ from .hf_convert import save_transformers_folder
 from .image_io import ImageLike, ImageReadError, load_image
 from .weights import (DEFAULT_MODEL, OFFICIAL_MODELS, DownloadError, ModelEntry, model_entries,
                       resolve_checkpoint)
-from .runtime import onednn_linear_enabled, set_onednn_linear
+from .runtime import onednn_gelu_fusion_enabled, onednn_linear_enabled, set_onednn_linear
 from .sam import Sam
 from .transforms import (IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD, normalize_and_pad, postprocess_masks,
                          preprocess_image, resize_uint8, resized_shape)
@@ -21,5 +21,6 @@ __all__ = [
     "IMAGE_SIZE", "PIXEL_MEAN", "PIXEL_STD", "normalize_and_pad", "postprocess_masks", "preprocess_image",
     "resize_uint8", "resized_shape",
     "DEFAULT_MODEL", "OFFICIAL_MODELS", "DownloadError", "ModelEntry", "model_entries",
-    "resolve_checkpoint", "save_transformers_folder", "onednn_linear_enabled", "set_onednn_linear",
+    "resolve_checkpoint", "save_transformers_folder", "onednn_linear_enabled", "onednn_gelu_fusion_enabled",
+    "set_onednn_linear",
 ]

@@ -18,8 +18,11 @@ runs in a child process of its own (as its users run it, without persam's alloca
   driven as ``persam perseg`` drives it (read each file with ``persam_files``, segment, write
   the mask with ``save_mask_png``).
 
-Both flows read the files and write one mask per image, as their command lines do (the paper's
-``persam.py`` writes a colour PNG with ``cv2.imwrite``), so the times are end to end.
+Both flows read the files and write one mask per image (the paper's ``persam.py`` writes a
+colour PNG with ``cv2.imwrite``). Two things the paper's script also does are left out of its
+side, so the ratio is, if anything, low: it builds and loads SAM again for every object, and it
+saves a matplotlib figure of every mask (``vis_mask_NN.jpg``). Both flows load the model once,
+before the timings.
 
 Per object of a PerSeg layout (``Images/<object>/NN.jpg``, ``Annotations/<object>/NN.png``):
 
@@ -144,8 +147,8 @@ def warm_up_official(official: torch.nn.Module, image: Path) -> None:
 
 def write_official_masks(results: List[official_flow.FlowResult], images: List[Path],
                          folder: Path) -> None:
-    """The paper's ``persam.py`` output: a (H, W, 3) uint8 picture, the mask in colour
-    (0, 0, 128), written with ``cv2.imwrite`` (it writes no other file per image)."""
+    """The paper's ``persam.py`` mask file: a (H, W, 3) uint8 picture, the mask in colour
+    (0, 0, 128), written with ``cv2.imwrite``. (Its matplotlib figure per image is not made.)"""
     import cv2
 
     folder.mkdir(parents=True, exist_ok=True)
