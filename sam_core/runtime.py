@@ -42,6 +42,32 @@ def tune_memory_allocator() -> bool:
     return _applied
 
 
+# -- MKL's vector math: set up once, on one thread ------------------------------------------
+# The PyPI wheels compute float ``torch.sqrt``, ``exp``, ``log``, ``sin``, ``cos``, ``tanh`` and
+# ``erf`` with MKL's vector math library (VML), which sets itself up on its first call. When
+# that first call is a parallel one (2048 elements or more, two threads at once), one thread
+# can use a lower-accuracy path for its share: on a 2-core Xeon with torch 2.13.0, about one
+# fresh process in five had the first ``torch.sqrt`` of 4096 floats off by up to 2.6e-4
+# (relative) in 2047 of the first 2048 values, and correct values on every later call. In
+# SAM that first call is the neck's LayerNorm2d of the first encoder pass (or the sine
+# positional encoding), so a process's first embedding could differ from every later one.
+# A call on a few elements runs on the calling thread alone and completes the set-up for
+# every function and thread; a later parallel first call of ``sin`` was always exact.
+_vector_math_ready = False
+
+
+def prepare_vector_math() -> None:
+    """Complete MKL's vector-math set-up on this thread, once per process (see above).
+    Called when ``sam_core`` is imported; it cannot repair a process whose first such call
+    already ran in parallel."""
+    global _vector_math_ready
+    if not _vector_math_ready:
+        import torch
+
+        torch.sqrt(torch.ones(16))  # below PyTorch's 2048-element grain: one thread
+        _vector_math_ready = True
+
+
 # -- oneDNN for the encoders' linear layers and 1x1 convolutions ----------------------------
 # PyTorch sends a float32 ``F.linear`` on the CPU to its BLAS (MKL in the PyPI wheels), and a
 # 1x1 convolution of one image to its own im2col + BLAS code when it runs on one thread. For the
