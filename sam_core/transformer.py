@@ -87,16 +87,19 @@ class Attention(nn.Module):
         batch, num_tokens, chans = tokens_k.shape
         heads, head_dim = self.num_heads, self.internal_dim // self.num_heads
         k = self.k_proj(tokens_k).view(batch, num_tokens, heads, head_dim)
-        # logits_h = (X Wq_h^T + bq_h) k_h^T = X (Wq_h^T k_h^T) + bq_h . k_h
-        wq_k = torch.einsum("hdc,bnhd->bchn", self.q_proj.weight.view(heads, head_dim, chans), k)
+        # logits_h^T = k_h (X Wq_h^T + bq_h)^T = (k_h Wq_h) X^T + k_h . bq_h
+        k_wq = torch.einsum("bnhd,hdc->bhnc", k, self.q_proj.weight.view(heads, head_dim, chans))
         bq_k = torch.einsum("hd,bnhd->bhn", self.q_proj.bias.view(heads, head_dim), k)
-        logits = _image_times_tokens(image_q, wq_k.reshape(batch, chans, heads * num_tokens))
-        logits = logits.add_(bq_k.reshape(batch, 1, heads * num_tokens)).mul_(1.0 / math.sqrt(head_dim))
-        attn = torch.softmax(logits.view(batch, -1, heads, num_tokens), dim=-1)
+        # The logits are laid out (heads, tokens, image cells): the softmax over the few tokens
+        # then walks 4096 contiguous cells per token. Over a last axis of 8-9 tokens PyTorch's
+        # softmax was 20x slower (4.6 vs 0.22 ms per call, a fifth of a decode call).
+        logits = _tokens_times_image(k_wq.reshape(batch, heads * num_tokens, chans), image_q.transpose(1, 2))
+        logits = logits.view(batch, heads, num_tokens, -1).add_(bq_k[..., None]).mul_(1.0 / math.sqrt(head_dim))
+        attn = torch.softmax(logits, dim=2).view(batch, heads * num_tokens, -1)
         # out_proj(concat_h attn_h v_h) = sum_h attn_h (v_h Wo_h^T) + bo
         v = self.v_proj(tokens_v).view(batch, num_tokens, heads, head_dim)
         v_wo = torch.einsum("bnhd,chd->bhnc", v, self.out_proj.weight.view(chans, heads, head_dim))
-        out = torch.bmm(attn.view(batch, -1, heads * num_tokens), v_wo.reshape(batch, heads * num_tokens, chans))
+        out = torch.bmm(attn.transpose(1, 2), v_wo.reshape(batch, heads * num_tokens, chans))
         return out.add_(self.out_proj.bias)
 
 
@@ -106,15 +109,6 @@ def _tokens_times_image(tokens: Tensor, image: Tensor) -> Tensor:
         batch, rows, inner = tokens.shape
         return (tokens.reshape(batch * rows, inner) @ image[0]).view(batch, rows, -1)
     return torch.matmul(tokens, image)
-
-
-def _image_times_tokens(image: Tensor, tokens: Tensor) -> Tensor:
-    """(1 or B, N, K) @ (B, K, M) -> contiguous (B, N, M); a shared image is one product for all B."""
-    if image.shape[0] == 1 and tokens.shape[0] > 1:
-        batch, inner, cols = tokens.shape
-        joint = image[0] @ tokens.permute(1, 0, 2).reshape(inner, batch * cols)  # (N, B*M)
-        return joint.view(-1, batch, cols).permute(1, 0, 2).contiguous()
-    return torch.matmul(image, tokens)
 
 
 class TwoWayAttentionBlock(nn.Module):
